@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny random-init models and hand-made batches (no tokenizer, no hub)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vqa import VQAConfig, VQAModel
+
+PAD, BOS, EOS = 0, 1, 2  # the tiny answer vocabulary's special ids
+
+
+def make_batch(batch_size: int = 3, question_length: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random questions (the first one right-padded), random images and answers of different lengths."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, 1000, (batch_size, question_length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, question_length - 2 :] = 0
+    input_ids[0, question_length - 2 :] = PAD
+    pixel_values = torch.randn(batch_size, 3, 64, 64, generator=generator)
+    answers = [[5, 6], [7], [8, 9, 10]]
+    labels = torch.full((batch_size, 4), -100)
+    for row in range(batch_size):
+        answer = answers[row % len(answers)] + [EOS]
+        labels[row, : len(answer)] = torch.tensor(answer)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "labels": labels}
+
+
+@pytest.fixture
+def tiny_config() -> VQAConfig:
+    return VQAConfig.tiny(dropout=0.0)
+
+
+@pytest.fixture
+def tiny_model(tiny_config: VQAConfig) -> VQAModel:
+    torch.manual_seed(0)
+    return VQAModel(tiny_config).eval()
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    return make_batch()

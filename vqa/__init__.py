@@ -1,0 +1,11 @@
+"""Visual question answering with token-level fusion of DistilBERT and ViT into a GPT-2 decoder."""
+
+from transformers import AutoConfig, AutoModel
+
+from vqa.configuration import VQAConfig
+from vqa.modeling import VQAModel, VQAModelOutput
+
+AutoConfig.register(VQAConfig.model_type, VQAConfig)
+AutoModel.register(VQAConfig, VQAModel)
+
+__all__ = ["VQAConfig", "VQAModel", "VQAModelOutput"]

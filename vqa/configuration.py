@@ -1,0 +1,131 @@
+"""`VQAConfig`: one config that holds the text encoder, image encoder and decoder configs plus the fusion settings."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from transformers import DistilBertConfig, GPT2Config, PretrainedConfig, ViTConfig
+
+Fusion = Literal["tokens", "pooled"]
+FUSIONS: tuple[str, ...] = ("tokens", "pooled")
+
+
+class VQAConfig(PretrainedConfig):
+    """Configuration of `VQAModel`.
+
+    Args:
+        text_config: DistilBERT config (or dict) of the question encoder.
+        vision_config: ViT config (or dict) of the image encoder.
+        decoder_config: GPT-2 config (or dict) of the answer decoder; cross-attention is switched on here.
+        fusion: `"tokens"` (every question token and image patch is a cross-attention key) or `"pooled"`
+            (the textbook baseline: one averaged vector).
+        projection_layer_norm: apply a LayerNorm after each encoder's linear projection.
+        modality_embeddings: add a learned embedding per modality so the decoder can tell text keys from image keys.
+        freeze: a preset name (`nothing`, `encoders`, `text_encoder`, `image_encoder`, `decoder`, `all`) or a list
+            of component names (see `vqa.freezing.COMPONENTS`).
+        max_answer_tokens: default number of new tokens for `generate`.
+    """
+
+    model_type = "vqa"
+    sub_configs: ClassVar[dict[str, type[PretrainedConfig]]] = {
+        "text_config": DistilBertConfig,
+        "vision_config": ViTConfig,
+        "decoder_config": GPT2Config,
+    }
+
+    def __init__(
+        self,
+        text_config: DistilBertConfig | dict[str, Any] | None = None,
+        vision_config: ViTConfig | dict[str, Any] | None = None,
+        decoder_config: GPT2Config | dict[str, Any] | None = None,
+        fusion: Fusion = "tokens",
+        projection_layer_norm: bool = True,
+        modality_embeddings: bool = True,
+        freeze: str | list[str] = "nothing",
+        max_answer_tokens: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        if fusion not in FUSIONS:
+            raise ValueError(f"VQAConfig.fusion: got {fusion!r}, expected one of {', '.join(FUSIONS)}")
+        self.text_config = _as_config(text_config, DistilBertConfig)
+        self.vision_config = _as_config(vision_config, ViTConfig)
+        self.decoder_config = _as_config(decoder_config, GPT2Config)
+        # The decoder reads the fused encoder sequence through cross-attention in every block.
+        self.decoder_config.add_cross_attention = True
+        self.decoder_config.is_decoder = True
+        self.fusion = fusion
+        self.projection_layer_norm = projection_layer_norm
+        self.modality_embeddings = modality_embeddings
+        self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
+        self.max_answer_tokens = max_answer_tokens
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            kwargs.setdefault(name, getattr(self.decoder_config, name, None))
+        super().__init__(**kwargs)
+        # Validated here so that a wrong name fails when the config is built, before any weights are.
+        from vqa.freezing import resolve_freeze
+
+        resolve_freeze(self.freeze)
+
+    @classmethod
+    def tiny(
+        cls,
+        text_vocab_size: int = 1000,
+        answer_vocab_size: int = 1000,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        image_size: int = 64,
+        patch_size: int = 8,
+        dropout: float = 0.1,
+        **kwargs: Any,
+    ) -> VQAConfig:
+        """Small random-init components for CPU runs and tests (hidden 128, 2 layers; 64x64 images, 8x8 patches).
+
+        The answer vocabulary reserves ids 0, 1, 2 for pad, BOS and EOS (the layout of the tiny answer tokenizer).
+        """
+        text_config = DistilBertConfig(
+            vocab_size=text_vocab_size,
+            dim=hidden_size,
+            n_layers=num_layers,
+            n_heads=num_heads,
+            hidden_dim=4 * hidden_size,
+            max_position_embeddings=64,
+            dropout=dropout,
+            attention_dropout=dropout,
+            pad_token_id=0,
+        )
+        vision_config = ViTConfig(
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=4 * hidden_size,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+        decoder_config = GPT2Config(
+            vocab_size=answer_vocab_size,
+            n_positions=32,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+        return cls(text_config=text_config, vision_config=vision_config, decoder_config=decoder_config, **kwargs)
+
+
+def _as_config(value: PretrainedConfig | dict[str, Any] | None, config_class: type[PretrainedConfig]) -> Any:
+    """Accept a config object, its dict form (as read back from config.json), or None for the class defaults."""
+    if value is None:
+        return config_class()
+    if isinstance(value, dict):
+        return config_class(**value)
+    if not isinstance(value, config_class):
+        raise TypeError(f"expected a {config_class.__name__} or dict, got {type(value).__name__}")
+    return value

@@ -1,0 +1,323 @@
+"""`VQAModel`: DistilBERT and ViT token sequences, projected to the decoder width, read by GPT-2's cross-attention.
+
+Shapes used throughout: B batch, Lq question tokens, P image patches (the ViT adds one CLS token), T decoder
+positions, S = Lq + 1 + P fused encoder positions (1 for pooled fusion), Hd the decoder width, V answer vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DistilBertModel, GPT2LMHeadModel, PreTrainedModel, ViTModel
+from transformers.utils import ModelOutput
+
+from vqa.configuration import VQAConfig
+from vqa.freezing import apply_freeze, parameter_table, resolve_freeze
+
+TEXT, IMAGE = 0, 1  # rows of the modality embedding
+
+
+@dataclass
+class VQAModelOutput(ModelOutput):
+    """Output of `VQAModel.forward`.
+
+    Attributes:
+        loss: scalar, cross-entropy over answer tokens and EOS (when `labels` are given).
+        logits: (B, T, V) next-token scores at every decoder position.
+        cross_attentions: one (B, heads, T, S) tensor per decoder layer, when `output_attentions=True`.
+        encoder_attention_mask: (B, S) 1 for the fused encoder positions the decoder may attend to.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    encoder_attention_mask: torch.LongTensor | None = None
+
+
+class Projection(nn.Module):
+    """Linear map from an encoder's width to the decoder's, optionally followed by LayerNorm."""
+
+    def __init__(self, in_features: int, out_features: int, layer_norm: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.layer_norm = nn.LayerNorm(out_features) if layer_norm else nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(..., in_features) -> (..., out_features)"""
+        return self.layer_norm(self.linear(hidden_states))
+
+
+class VQAModel(PreTrainedModel):
+    """Question and image encoders fused at the token level into a GPT-2 decoder that writes the answer.
+
+    The decoder sequence is `BOS answer EOS`: `decoder_input_ids` is `BOS answer` and `labels` is `answer EOS`
+    (aligned with the logits, no shift inside the loss), padding -100.
+    """
+
+    config_class = VQAConfig
+    base_model_prefix = "vqa"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    # The loss is a sum over answer tokens divided by `num_items_in_batch` when the Trainer passes it, so gradient
+    # accumulation and DDP average over tokens exactly; the Trainer then skips its own division by the steps.
+    accepts_loss_kwargs = True
+
+    def __init__(self, config: VQAConfig) -> None:
+        super().__init__(config)
+        self.text_encoder = DistilBertModel(config.text_config)
+        # No pooler: it would be an unused parameter set (DDP complains) and tokens fusion reads every position.
+        self.image_encoder = ViTModel(config.vision_config, add_pooling_layer=False)
+        self.decoder = GPT2LMHeadModel(config.decoder_config)
+        decoder_width = config.decoder_config.n_embd
+        self.text_projection = Projection(config.text_config.dim, decoder_width, config.projection_layer_norm)
+        self.image_projection = Projection(
+            config.vision_config.hidden_size, decoder_width, config.projection_layer_norm
+        )
+        self.modality_embedding = nn.Embedding(2, decoder_width) if config.modality_embeddings else None
+        self.frozen_components = resolve_freeze(config.freeze)
+        self.post_init()
+        apply_freeze(self, self.frozen_components)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2-style init for the modules this class adds; the sub-models initialise their own."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> VQAModel:
+        """`PreTrainedModel.from_pretrained`, then the config's freeze spec (loading makes every weight trainable)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
+        apply_freeze(model, model.frozen_components)
+        return loaded
+
+    @classmethod
+    def from_pretrained_components(
+        cls,
+        text_encoder: str | os.PathLike[str],
+        image_encoder: str | os.PathLike[str],
+        decoder: str | os.PathLike[str],
+        **config_kwargs: Any,
+    ) -> VQAModel:
+        """Assemble a model from pretrained DistilBERT, ViT and GPT-2 checkpoints (hub names or local folders).
+
+        Projections, modality embeddings and GPT-2's new cross-attention layers start from random init.
+        `config_kwargs` go to `VQAConfig` (fusion, freeze, ...).
+        """
+        text_model = DistilBertModel.from_pretrained(text_encoder)
+        image_model = ViTModel.from_pretrained(image_encoder, add_pooling_layer=False)
+        decoder_model = GPT2LMHeadModel.from_pretrained(decoder, add_cross_attention=True)
+        if decoder_model.config.pad_token_id is None:
+            # GPT-2 has no pad token; padded positions are masked and labelled -100, so EOS can stand in.
+            decoder_model.config.pad_token_id = decoder_model.config.eos_token_id
+        config = VQAConfig(
+            text_config=text_model.config,
+            vision_config=image_model.config,
+            decoder_config=decoder_model.config,
+            **config_kwargs,
+        )
+        model = cls(config)
+        model.text_encoder = text_model
+        model.image_encoder = image_model
+        model.decoder = decoder_model
+        apply_freeze(model, model.frozen_components)
+        return model
+
+    def parameter_table(self) -> str:
+        """Trainable and total parameters per component, as a printable table."""
+        return parameter_table(self)
+
+    def train(self, mode: bool = True) -> VQAModel:
+        """Like `nn.Module.train`, but frozen encoders (and a wholly frozen decoder) stay in eval mode."""
+        super().train(mode)
+        for name in ("text_encoder", "image_encoder"):
+            if name in self.frozen_components:
+                getattr(self, name).eval()
+        if {"decoder", "cross_attention"} <= self.frozen_components:
+            self.decoder.eval()
+        return self
+
+    def _encoder_context(self, component: str) -> torch.autograd.grad_mode._NoParamDecoratorContextManager:
+        # A frozen encoder needs no autograd graph: this saves its activations' memory and the backward pass.
+        return torch.no_grad() if component in self.frozen_components else torch.enable_grad()
+
+    def encode(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+    ) -> tuple[torch.FloatTensor, torch.LongTensor]:
+        """Run both encoders and fuse their outputs into the decoder's cross-attention keys.
+
+        Args:
+            input_ids: (B, Lq) question token ids.
+            attention_mask: (B, Lq) 1 for question tokens, 0 for padding.
+            pixel_values: (B, 3, H, W) preprocessed images.
+
+        Returns:
+            encoder_hidden_states (B, S, Hd) and encoder_attention_mask (B, S), S = Lq + 1 + P for `tokens` fusion
+            and 1 for `pooled` fusion.
+        """
+        with self._encoder_context("text_encoder"):
+            text_states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with self._encoder_context("image_encoder"):
+            pixel_values = pixel_values.to(self.image_encoder.dtype)
+            image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, Hv)
+        if self.config.fusion == "pooled":
+            return self._pool_and_average(text_states, attention_mask, image_states)
+        text_keys = self.text_projection(text_states)  # (B, Lq, Hd)
+        image_keys = self.image_projection(image_states)  # (B, 1 + P, Hd)
+        if self.modality_embedding is not None:
+            text_keys = text_keys + self.modality_embedding.weight[TEXT]
+            image_keys = image_keys + self.modality_embedding.weight[IMAGE]
+        image_mask = attention_mask.new_ones(image_keys.shape[:2])
+        return torch.cat([text_keys, image_keys], dim=1), torch.cat([attention_mask, image_mask], dim=1)
+
+    def _pool_and_average(
+        self,
+        text_states: torch.FloatTensor,
+        attention_mask: torch.LongTensor,
+        image_states: torch.FloatTensor,
+    ) -> tuple[torch.FloatTensor, torch.LongTensor]:
+        """The textbook fusion: masked mean of the question, mean of the image, projected and averaged.
+
+        Returns (B, 1, Hd) and a (B, 1) mask of ones.
+        """
+        weights = attention_mask.unsqueeze(-1).to(text_states.dtype)  # (B, Lq, 1)
+        text_mean = (text_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, Ht)
+        image_mean = image_states.mean(dim=1)  # (B, Hv)
+        fused = (self.text_projection(text_mean) + self.image_projection(image_mean)) / 2  # (B, Hd)
+        return fused.unsqueeze(1), attention_mask.new_ones(fused.shape[0], 1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool = False,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> VQAModelOutput:
+        """Teacher-forced decoding of the answer.
+
+        Args:
+            input_ids, attention_mask: (B, Lq) question tokens and mask.
+            pixel_values: (B, 3, H, W) images.
+            decoder_input_ids: (B, T) `BOS answer`, right-padded. Built from `labels` when omitted.
+            decoder_attention_mask: (B, T) 1 for real decoder positions. Built from `labels` when omitted.
+            labels: (B, T) `answer EOS` aligned with the logits, -100 on padding.
+            output_attentions: return cross-attention weights (needs eager attention).
+            num_items_in_batch: number of label tokens over all micro-batches of an optimizer step (passed by the
+                Trainer); the loss is then the token sum divided by it.
+        """
+        if output_attentions and self.decoder.config._attn_implementation != "eager":
+            raise ValueError(
+                "output_attentions=True needs eager attention (SDPA returns no weights): call "
+                "model.set_attn_implementation('eager') first"
+            )
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("forward needs decoder_input_ids or labels")
+            decoder_input_ids, decoder_attention_mask = self.decoder_inputs_from_labels(labels)
+        encoder_hidden_states, encoder_attention_mask = self.encode(input_ids, attention_mask, pixel_values)
+        decoder_output = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            output_attentions=output_attentions,
+            use_cache=False,
+        )
+        logits = decoder_output.logits  # (B, T, V)
+        loss = None if labels is None else answer_loss(logits, labels, num_items_in_batch)
+        return VQAModelOutput(
+            loss=loss,
+            logits=logits,
+            cross_attentions=decoder_output.cross_attentions if output_attentions else None,
+            encoder_attention_mask=encoder_attention_mask,
+        )
+
+    def decoder_inputs_from_labels(self, labels: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """(B, T) labels `answer EOS` (-100 padded) -> decoder_input_ids `BOS answer` and its attention mask."""
+        config = self.config.decoder_config
+        shifted = labels.roll(1, dims=1)
+        shifted[:, 0] = config.bos_token_id
+        # A position is real exactly when it has a target; its input is the previous target (or BOS).
+        mask = (labels != -100).long()
+        return shifted.masked_fill(mask == 0, config.pad_token_id), mask
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        max_new_tokens: int | None = None,
+        num_beams: int = 1,
+        **generate_kwargs: Any,
+    ) -> torch.LongTensor:
+        """Write answers: the encoders run once, then GPT-2 decodes with its KV cache (greedy or beam search).
+
+        Args:
+            input_ids, attention_mask: (B, Lq) question tokens and mask.
+            pixel_values: (B, 3, H, W) images.
+            max_new_tokens: answer length limit, EOS included (default `config.max_answer_tokens`).
+            num_beams: 1 for greedy decoding.
+            generate_kwargs: passed to `GenerationMixin.generate` (e.g. `length_penalty`).
+
+        Returns:
+            (B, N) answer token ids without BOS; rows end at EOS and are padded with the pad id after it.
+        """
+        encoder_hidden_states, encoder_attention_mask = self.encode(input_ids, attention_mask, pixel_values)
+        config = self.config.decoder_config
+        bos = input_ids.new_full((input_ids.shape[0], 1), config.bos_token_id)
+        sequences = self.decoder.generate(
+            input_ids=bos,
+            attention_mask=torch.ones_like(bos),
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            max_new_tokens=max_new_tokens or self.config.max_answer_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            use_cache=True,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+            **generate_kwargs,
+        )
+        answers = sequences[:, 1:]
+        # Beam search fills finished rows with EOS, greedy with pad: make every row `answer EOS pad...`.
+        is_eos = (answers == config.eos_token_id).long()
+        after_first_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
+        return answers.masked_fill(after_first_eos, config.pad_token_id)
+
+
+def answer_loss(
+    logits: torch.FloatTensor,
+    labels: torch.LongTensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.FloatTensor:
+    """Cross-entropy summed over label tokens (-100 ignored), divided by `num_items_in_batch` or the local count.
+
+    Args:
+        logits: (B, T, V), computed in float32 for a stable softmax under mixed precision.
+        labels: (B, T) targets aligned with `logits`.
+    """
+    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
+    # clamp: a batch with no label tokens gives a zero loss rather than NaN.
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
