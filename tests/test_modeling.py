@@ -185,3 +185,19 @@ def test_forward_without_decoder_inputs_or_labels_is_a_clear_error(
 ) -> None:
     with pytest.raises(ValueError, match="decoder_input_ids or labels"):
         tiny_model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(batch: dict[str, torch.Tensor]) -> None:
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = VQAModel(VQAConfig.tiny(dropout=0.0)).train()
+        if checkpointing:
+            # transformers 5.23 renamed the method; 5.17 (the GPU image) has only the old name.
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
+            assert model.decoder.transformer.gradient_checkpointing
+        model(**batch).loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, msg=name)
