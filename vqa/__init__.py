@@ -4,8 +4,9 @@ from transformers import AutoConfig, AutoModel
 
 from vqa.configuration import VQAConfig
 from vqa.modeling import VQAModel, VQAModelOutput
+from vqa.processing import VQACollator, VQAProcessor
 
 AutoConfig.register(VQAConfig.model_type, VQAConfig)
 AutoModel.register(VQAConfig, VQAModel)
 
-__all__ = ["VQAConfig", "VQAModel", "VQAModelOutput"]
+__all__ = ["VQACollator", "VQAConfig", "VQAModel", "VQAModelOutput", "VQAProcessor"]

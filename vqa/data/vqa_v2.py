@@ -1,0 +1,341 @@
+"""VQA v2 from the official JSON files and COCO image folders, as a `datasets.Dataset` in the shared schema.
+
+Expected layout under `root` (the names of the official downloads, unzipped):
+
+    v2_OpenEnded_mscoco_{train2014,val2014,test2015,test-dev2015}_questions.json
+    v2_mscoco_{train2014,val2014}_annotations.json
+    {train2014,val2014,test2015}/COCO_{train2014|val2014|test2015}_{image_id:012d}.jpg
+
+Run as a script to build a split and print its counts:
+
+    python -m vqa.data.vqa_v2 --root DIR --split val2014 --out DIR [--max-questions N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from vqa.data.cache import cached_build, file_signature
+from vqa.data.images import POLICIES, MissingImagePolicy, check_images
+from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, empty_columns, stored_dataset, with_image_column
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1  # bump when the stored columns or their meaning change: old caches are then rebuilt
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    questions: str
+    annotations: str | None  # None: a test split, released without answers
+    image_folder: str
+
+
+SPLITS: dict[str, SplitFiles] = {
+    "train2014": SplitFiles(
+        "v2_OpenEnded_mscoco_train2014_questions.json", "v2_mscoco_train2014_annotations.json", "train2014"
+    ),
+    "val2014": SplitFiles(
+        "v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json", "val2014"
+    ),
+    "test2015": SplitFiles("v2_OpenEnded_mscoco_test2015_questions.json", None, "test2015"),
+    "test-dev2015": SplitFiles("v2_OpenEnded_mscoco_test-dev2015_questions.json", None, "test2015"),
+}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Filters applied in this order: agreement, images, questions; then the image files are checked."""
+
+    max_questions: int | None = None
+    max_images: int | None = None  # keep the questions of the first N images by id
+    min_agreement: int | None = None  # textbook filter: >= K of 10 humans gave multiple_choice_answer
+    missing_images: MissingImagePolicy = "error"
+
+    def validate(self) -> None:
+        for name in ("max_questions", "max_images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise DataError(f"{name}: got {value}, expected a positive number or None")
+        if self.min_agreement is not None and not 1 <= self.min_agreement <= ANSWERS_PER_QUESTION:
+            raise DataError(f"min_agreement: got {self.min_agreement}, expected 1..{ANSWERS_PER_QUESTION} or None")
+        if self.missing_images not in POLICIES:
+            raise DataError(f"missing_images: got {self.missing_images!r}, expected one of {', '.join(POLICIES)}")
+
+
+@dataclass
+class BuildReport:
+    """Counts of what a build kept and dropped, and why."""
+
+    split: str
+    questions: int = 0
+    images: int = 0
+    has_answers: bool = True
+    questions_in_file: int = 0
+    questions_without_annotation: int = 0
+    annotations_without_question: int = 0
+    removed_by_agreement: int = 0
+    missing_image_files: int = 0
+    corrupt_image_files: int = 0
+    questions_skipped_for_images: int = 0
+    cache_folder: str = ""
+
+    def summary(self) -> str:
+        lines = [f"{key:<30}{value}" for key, value in asdict(self).items()]
+        return "\n".join(lines)
+
+
+def image_path(root: Path, split: str, image_id: int) -> Path:
+    """Where the official COCO download puts an image of this split."""
+    folder = SPLITS[split].image_folder
+    return root / folder / f"COCO_{folder}_{image_id:012d}.jpg"
+
+
+def build_vqa_v2(
+    root: str | Path,
+    split: str,
+    cache_dir: str | Path,
+    options: BuildOptions | None = None,
+) -> tuple[Dataset, BuildReport]:
+    """Build (or load from `cache_dir`) one official split in the shared schema.
+
+    A second call with the same files and options loads the cached Arrow files; a changed file (size or
+    modification time), image folder or option rebuilds.
+
+    Raises:
+        DataError: a missing root or file, malformed JSON, a wrong split name, a missing or corrupt image under
+            policy `error`, or an empty result after filters.
+    """
+    options = options or BuildOptions()
+    options.validate()
+    root = Path(root)
+    if split not in SPLITS:
+        raise DataError(f"split: got {split!r}, expected one of {', '.join(SPLITS)}")
+    if not root.is_dir():
+        raise DataError(f"{root}: VQA v2 root folder not found (expected the official JSON files and COCO folders)")
+    files = SPLITS[split]
+    questions_path = _required_file(root / files.questions)
+    annotations_path = _required_file(root / files.annotations) if files.annotations else None
+    image_folder = root / files.image_folder
+    key = {
+        "builder": "vqa_v2",
+        "schema_version": SCHEMA_VERSION,
+        "split": split,
+        "questions": file_signature(questions_path),
+        "annotations": file_signature(annotations_path) if annotations_path else None,
+        # A new or removed image changes its folder's mtime: with policy `skip` the result may change.
+        "image_folder": file_signature(image_folder) if image_folder.is_dir() else str(image_folder),
+        "options": asdict(options),
+    }
+
+    def build() -> tuple[Dataset, dict[str, Any]]:
+        columns, report = _read_split(root, split, questions_path, annotations_path, options)
+        return stored_dataset(columns), asdict(report)
+
+    dataset, report, folder = cached_build(Path(cache_dir), f"vqa_v2-{split}", key, build)
+    logger.info("VQA v2 %s: %d questions over %d images (%s)", split, report["questions"], report["images"], folder)
+    return with_image_column(dataset), BuildReport(**{**report, "cache_folder": str(folder)})
+
+
+def _required_file(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (expected the official VQA v2 file {path.name})")
+    return path
+
+
+def _read_split(
+    root: Path,
+    split: str,
+    questions_path: Path,
+    annotations_path: Path | None,
+    options: BuildOptions,
+) -> tuple[dict[str, list[Any]], BuildReport]:
+    """Parse, join and filter the JSON files; check the image files of what remains."""
+    report = BuildReport(split=split, has_answers=annotations_path is not None)
+    questions = _load_questions(questions_path, split)
+    report.questions_in_file = len(questions)
+    annotations = _load_annotations(annotations_path, split) if annotations_path else None
+
+    if annotations is not None:
+        question_ids = {entry["question_id"] for entry in questions}
+        report.annotations_without_question = sum(qid not in question_ids for qid in annotations)
+        report.questions_without_annotation = sum(entry["question_id"] not in annotations for entry in questions)
+        questions = [entry for entry in questions if entry["question_id"] in annotations]
+        for entry in questions:
+            annotation = annotations[entry["question_id"]]
+            if annotation["image_id"] != entry["image_id"]:
+                raise DataError(
+                    f"{annotations_path}: question {entry['question_id']} has image_id {annotation['image_id']}, "
+                    f"but {entry['image_id']} in {questions_path.name}"
+                )
+        if options.min_agreement is not None:
+            kept = [
+                entry for entry in questions if _agreement(annotations[entry["question_id"]]) >= options.min_agreement
+            ]
+            report.removed_by_agreement = len(questions) - len(kept)
+            questions = kept
+
+    if options.max_images is not None:
+        keep_images = set(sorted({entry["image_id"] for entry in questions})[: options.max_images])
+        questions = [entry for entry in questions if entry["image_id"] in keep_images]
+    if options.max_questions is not None:
+        questions = questions[: options.max_questions]
+
+    paths = {entry["image_id"]: image_path(root, split, entry["image_id"]) for entry in questions}
+    check = check_images(paths, options.missing_images)
+    report.missing_image_files, report.corrupt_image_files = len(check.missing), len(check.corrupt)
+    if check.bad:
+        before = len(questions)
+        questions = [entry for entry in questions if entry["image_id"] not in check.bad]
+        report.questions_skipped_for_images = before - len(questions)
+        logger.warning(
+            "%s: skipped %d questions: %d image files missing, %d unreadable",
+            split,
+            report.questions_skipped_for_images,
+            report.missing_image_files,
+            report.corrupt_image_files,
+        )
+    if not questions:
+        raise DataError(f"{questions_path}: no questions left after filters and image checks ({options})")
+
+    columns = empty_columns()
+    for entry in questions:
+        annotation = annotations[entry["question_id"]] if annotations is not None else None
+        columns["question_id"].append(entry["question_id"])
+        columns["image_id"].append(entry["image_id"])
+        columns["question"].append(entry["question"])
+        columns["answers"].append(annotation["answers"] if annotation else [])
+        columns["multiple_choice_answer"].append(annotation["multiple_choice_answer"] if annotation else None)
+        columns["answer_type"].append(annotation["answer_type"] if annotation else None)
+        columns["question_type"].append(annotation["question_type"] if annotation else None)
+        columns["image"].append(str(paths[entry["image_id"]].resolve()))
+    report.questions = len(questions)
+    report.images = len({entry["image_id"] for entry in questions})
+    return columns, report
+
+
+def _agreement(annotation: dict[str, Any]) -> int:
+    return sum(answer == annotation["multiple_choice_answer"] for answer in annotation["answers"])
+
+
+def _read_json(path: Path, object_hook: Any = None) -> Any:
+    try:
+        with path.open(encoding="utf-8") as file:
+            return json.load(file, object_hook=object_hook)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _check_subtype(path: Path, content: dict[str, Any], split: str) -> None:
+    # test-dev questions say "test-dev2015"; a file for another split under this name is a common mix-up.
+    subtype = content.get("data_subtype")
+    if subtype is not None and subtype != split:
+        raise DataError(f"{path}: data_subtype is {subtype!r}, expected {split!r}")
+
+
+def _entries(path: Path, content: Any, list_key: str) -> list[dict[str, Any]]:
+    if not isinstance(content, dict) or not isinstance(content.get(list_key), list):
+        found = type(content).__name__ if not isinstance(content, dict) else f"keys {sorted(content)}"
+        raise DataError(f"{path}: expected an object with a {list_key!r} list, found {found}")
+    return content[list_key]
+
+
+def _require_fields(path: Path, list_key: str, index: int, entry: Any, fields: dict[str, type]) -> None:
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: {list_key}[{index}] is a {type(entry).__name__}, expected an object")
+    for name, kind in fields.items():
+        value = entry.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataError(
+                f"{path}: {list_key}[{index}].{name} is {value!r}, expected {getattr(kind, '__name__', kind)}"
+            )
+
+
+QUESTION_FIELDS = {"question_id": int, "image_id": int, "question": str}
+ANNOTATION_FIELDS = {
+    "question_id": int,
+    "image_id": int,
+    "answers": list,
+    "multiple_choice_answer": str,
+    "answer_type": str,
+    "question_type": str,
+}
+
+
+def _load_questions(path: Path, split: str) -> list[dict[str, Any]]:
+    content = _read_json(path)
+    _check_subtype(path, content if isinstance(content, dict) else {}, split)
+    entries = _entries(path, content, "questions")
+    for index, entry in enumerate(entries):
+        _require_fields(path, "questions", index, entry, QUESTION_FIELDS)
+    return entries
+
+
+def _compact_answer(entry: dict[str, Any]) -> Any:
+    """json object_hook: each human answer `{answer, answer_confidence, answer_id}` becomes its interned text.
+
+    VQA v2 train has 4.4 million of these; as dicts they would take gigabytes, as shared strings a few MB.
+    """
+    if "answer_id" in entry and isinstance(entry.get("answer"), str):
+        return sys.intern(entry["answer"])
+    return entry
+
+
+def _load_annotations(path: Path, split: str) -> dict[int, dict[str, Any]]:
+    content = _read_json(path, object_hook=_compact_answer)
+    _check_subtype(path, content if isinstance(content, dict) else {}, split)
+    entries = _entries(path, content, "annotations")
+    by_question: dict[int, dict[str, Any]] = {}
+    for index, entry in enumerate(entries):
+        _require_fields(path, "annotations", index, entry, ANNOTATION_FIELDS)
+        answers = entry["answers"]
+        if len(answers) != ANSWERS_PER_QUESTION or not all(isinstance(answer, str) for answer in answers):
+            raise DataError(
+                f"{path}: annotations[{index}].answers has {len(answers)} entries of "
+                f"{sorted({type(a).__name__ for a in answers})}, expected {ANSWERS_PER_QUESTION} objects "
+                "with 'answer', 'answer_confidence', 'answer_id'"
+            )
+        by_question[entry["question_id"]] = entry
+    return by_question
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vqa.data.vqa_v2",
+        description="Build one VQA v2 split from the official JSON files and COCO images into a cached Dataset.",
+    )
+    parser.add_argument(
+        "--root", required=True, type=Path, help="folder holding the official JSON files and COCO folders"
+    )
+    parser.add_argument("--split", required=True, choices=sorted(SPLITS), help="official split name")
+    parser.add_argument("--out", required=True, type=Path, help="cache folder for the built Arrow dataset")
+    parser.add_argument("--max-questions", type=int, help="keep the first N questions (after other filters)")
+    parser.add_argument("--max-images", type=int, help="keep the questions of the first N images by id")
+    parser.add_argument("--min-agreement", type=int, help="keep questions where >= K of 10 humans gave the answer")
+    parser.add_argument("--missing-images", choices=POLICIES, default="error", help="missing or unreadable image files")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    options = BuildOptions(args.max_questions, args.max_images, args.min_agreement, args.missing_images)
+    try:
+        _, report = build_vqa_v2(args.root, args.split, args.out, options)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    if not report.has_answers:
+        print(f"note: {args.split} is a test split: no annotations, answers are empty")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""`VQAProcessor`: the question tokenizer (the text encoder's), the answer tokenizer (the decoder's) and the image
+encoder's own image processor, saved beside the model; and `VQACollator`, which turns dataset rows into batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from PIL.Image import Image
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerFast
+from transformers.utils import is_torchvision_available
+
+QUESTION_TOKENIZER_DIR = "question_tokenizer"
+ANSWER_TOKENIZER_DIR = "answer_tokenizer"
+PROCESSOR_CONFIG = "vqa_processor.json"
+# The tiny answer vocabulary's special tokens, at the ids VQAConfig.tiny() expects (pad 0, BOS 1, EOS 2).
+ANSWER_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+QUESTION_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class VQAProcessor:
+    """Turns questions, images and answers into model inputs, and generated ids back into answer strings.
+
+    Args:
+        question_tokenizer: the text encoder's tokenizer (WordPiece for DistilBERT).
+        answer_tokenizer: the decoder's tokenizer (byte-level BPE for GPT-2); needs BOS, EOS and pad ids.
+        image_processor: the image encoder's processor, so preprocessing matches its pretraining.
+        max_question_length: questions are truncated to this many tokens ([CLS] and [SEP] included).
+        max_answer_length: answers are truncated to this many tokens, EOS included.
+    """
+
+    def __init__(
+        self,
+        question_tokenizer: Any,
+        answer_tokenizer: Any,
+        image_processor: Any,
+        max_question_length: int = 32,
+        max_answer_length: int = 8,
+    ) -> None:
+        if answer_tokenizer.pad_token_id is None:
+            # GPT-2 has no pad token; padded label positions are -100 and masked, so EOS can stand in.
+            answer_tokenizer.pad_token = answer_tokenizer.eos_token
+        for name in ("bos_token_id", "eos_token_id"):
+            if getattr(answer_tokenizer, name) is None:
+                raise ValueError(f"answer tokenizer: {name} is None, expected a token that starts/ends answers")
+        self.question_tokenizer = question_tokenizer
+        self.answer_tokenizer = answer_tokenizer
+        self.image_processor = image_processor
+        self.max_question_length = max_question_length
+        self.max_answer_length = max_answer_length
+
+    # --- construction -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained_components(
+        cls,
+        text_encoder: str | os.PathLike[str],
+        image_encoder: str | os.PathLike[str],
+        decoder: str | os.PathLike[str],
+        **kwargs: Any,
+    ) -> VQAProcessor:
+        """The tokenizers and image processor of pretrained components (hub names or local folders)."""
+        return cls(
+            AutoTokenizer.from_pretrained(text_encoder),
+            AutoTokenizer.from_pretrained(decoder),
+            AutoImageProcessor.from_pretrained(image_encoder),
+            **kwargs,
+        )
+
+    @classmethod
+    def train_tiny(
+        cls,
+        questions: Iterable[str],
+        answers: Iterable[str],
+        image_size: int = 64,
+        question_vocab_size: int = 1000,
+        answer_vocab_size: int = 300,
+        **kwargs: Any,
+    ) -> VQAProcessor:
+        """Tokenizers trained offline on the training split's text, for the tiny preset.
+
+        Questions get a lowercasing WordPiece tokenizer (as DistilBERT's); answers a byte-level BPE (as GPT-2's),
+        with pad, BOS and EOS at ids 0, 1, 2. Images are resized to `image_size` and scaled to [-1, 1].
+        """
+        return cls(
+            _train_wordpiece(questions, question_vocab_size),
+            _train_byte_level_bpe(answers, answer_vocab_size),
+            tiny_image_processor(image_size),
+            **kwargs,
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> VQAProcessor:
+        """Load what `save_pretrained` wrote."""
+        path = Path(path)
+        settings = json.loads((path / PROCESSOR_CONFIG).read_text())
+        return cls(
+            AutoTokenizer.from_pretrained(path / QUESTION_TOKENIZER_DIR),
+            AutoTokenizer.from_pretrained(path / ANSWER_TOKENIZER_DIR),
+            AutoImageProcessor.from_pretrained(path),
+            **settings,
+        )
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
+        """Write both tokenizers (in subfolders) and the image processor; loadable beside the model's files."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.question_tokenizer.save_pretrained(path / QUESTION_TOKENIZER_DIR)
+        self.answer_tokenizer.save_pretrained(path / ANSWER_TOKENIZER_DIR)
+        self.image_processor.save_pretrained(path)
+        settings = {"max_question_length": self.max_question_length, "max_answer_length": self.max_answer_length}
+        (path / PROCESSOR_CONFIG).write_text(json.dumps(settings, indent=2))
+
+    # --- encoding -----------------------------------------------------------------------------------------------
+
+    @property
+    def question_vocab_size(self) -> int:
+        return len(self.question_tokenizer)
+
+    @property
+    def answer_vocab_size(self) -> int:
+        return len(self.answer_tokenizer)
+
+    def encode_questions(self, questions: Sequence[str]) -> dict[str, torch.Tensor]:
+        """-> input_ids and attention_mask, (B, Lq), right-padded to the longest question."""
+        encoded = self.question_tokenizer(
+            list(questions), padding=True, truncation=True, max_length=self.max_question_length, return_tensors="pt"
+        )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def encode_images(self, images: Sequence[Image]) -> torch.Tensor:
+        """-> pixel_values (B, 3, H, W). Greyscale and RGBA images are converted to RGB first."""
+        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
+        return self.image_processor(rgb, return_tensors="pt")["pixel_values"]
+
+    def encode_answers(self, answers: Sequence[str]) -> torch.Tensor:
+        """-> labels (B, T): answer tokens then EOS, -100 after. The model prepends BOS for its inputs."""
+        tokenizer = self.answer_tokenizer
+        token_ids = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
+        rows = [[*ids[: self.max_answer_length - 1], tokenizer.eos_token_id] for ids in token_ids]
+        labels = torch.full((len(rows), max(map(len, rows))), -100, dtype=torch.long)
+        for index, row in enumerate(rows):
+            labels[index, : len(row)] = torch.tensor(row)
+        return labels
+
+    def __call__(
+        self, questions: Sequence[str], images: Sequence[Image], answers: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch: input_ids, attention_mask, pixel_values and, with answers, labels."""
+        batch = self.encode_questions(questions)
+        batch["pixel_values"] = self.encode_images(images)
+        if answers is not None:
+            batch["labels"] = self.encode_answers(answers)
+        return batch
+
+    def decode_answers(self, token_ids: torch.Tensor) -> list[str]:
+        """(B, N) generated ids (as from `VQAModel.generate`) -> answer strings, special tokens dropped."""
+        texts = self.answer_tokenizer.batch_decode(token_ids.tolist(), skip_special_tokens=True)
+        return [text.strip() for text in texts]
+
+
+@dataclass
+class VQACollator:
+    """DataLoader `collate_fn`: rows of the shared schema -> a batch of model inputs.
+
+    It runs in the DataLoader's worker processes, and so does the image decoding (`datasets` decodes the `image`
+    column when a row is read there): the main process only moves finished tensors.
+
+    Args:
+        answer_column: the training target; `multiple_choice_answer` is the most common of the ten human answers.
+        with_labels: False for prediction (test splits have no answers).
+    """
+
+    processor: VQAProcessor
+    answer_column: str = "multiple_choice_answer"
+    with_labels: bool = True
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        answers = [row[self.answer_column] for row in rows] if self.with_labels else None
+        return self.processor([row["question"] for row in rows], [row["image"] for row in rows], answers)
+
+
+def tiny_image_processor(image_size: int) -> Any:
+    """A ViT image processor at `image_size` that scales pixels to [-1, 1]; the torchvision backend when present."""
+    # Without torchvision (CPU hosts here) transformers falls back to the PIL backend with a warning; ask for it.
+    processor_class = (
+        transformers.ViTImageProcessor if is_torchvision_available() else transformers.ViTImageProcessorPil
+    )
+    return processor_class(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def _train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(QUESTION_SPECIAL_TOKENS), show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    pad, unk, cls_token, sep, mask = QUESTION_SPECIAL_TOKENS
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=pad,
+        unk_token=unk,
+        cls_token=cls_token,
+        sep_token=sep,
+        mask_token=mask,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def _train_byte_level_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(ANSWER_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    pad, bos, eos = ANSWER_SPECIAL_TOKENS
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=pad, bos_token=bos, eos_token=eos)
