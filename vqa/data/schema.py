@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from datasets import Dataset, Features, Image, List, Value
+from datasets import Dataset, DatasetInfo, Features, Image, List, Value
+from datasets.table import InMemoryTable
 
 ANSWERS_PER_QUESTION = 10
 
@@ -41,8 +42,13 @@ def empty_columns() -> dict[str, list[Any]]:
 
 
 def stored_dataset(columns: dict[str, list[Any]]) -> Dataset:
-    """Build the on-disk form (image as a path string) from column lists."""
-    return Dataset.from_dict(columns, features=STORED_FEATURES)
+    """Build the on-disk form (image as a path string) from column lists.
+
+    Straight to Arrow with the schema's types: `Dataset.from_dict` would encode every value in Python first
+    (about 16 s for VQA v2 train).
+    """
+    table = InMemoryTable.from_pydict(columns, schema=STORED_FEATURES.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=STORED_FEATURES))
 
 
 def with_image_column(dataset: Dataset) -> Dataset:

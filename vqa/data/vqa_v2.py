@@ -116,7 +116,7 @@ def build_vqa_v2(
     """
     options = options or BuildOptions()
     options.validate()
-    root = Path(root)
+    root = Path(root).resolve()  # stored image paths are absolute, so the cache works from any directory
     if split not in SPLITS:
         raise DataError(f"split: got {split!r}, expected one of {', '.join(SPLITS)}")
     if not root.is_dir():
@@ -189,7 +189,7 @@ def _read_split(
     if options.max_questions is not None:
         questions = questions[: options.max_questions]
 
-    paths = {entry["image_id"]: image_path(root, split, entry["image_id"]) for entry in questions}
+    paths = {image_id: image_path(root, split, image_id) for image_id in {entry["image_id"] for entry in questions}}
     check = check_images(paths, options.missing_images)
     report.missing_image_files, report.corrupt_image_files = len(check.missing), len(check.corrupt)
     if check.bad:
@@ -206,6 +206,7 @@ def _read_split(
     if not questions:
         raise DataError(f"{questions_path}: no questions left after filters and image checks ({options})")
 
+    path_strings = {image_id: str(path) for image_id, path in paths.items()}
     columns = empty_columns()
     for entry in questions:
         annotation = annotations[entry["question_id"]] if annotations is not None else None
@@ -216,7 +217,7 @@ def _read_split(
         columns["multiple_choice_answer"].append(annotation["multiple_choice_answer"] if annotation else None)
         columns["answer_type"].append(annotation["answer_type"] if annotation else None)
         columns["question_type"].append(annotation["question_type"] if annotation else None)
-        columns["image"].append(str(paths[entry["image_id"]].resolve()))
+        columns["image"].append(path_strings[entry["image_id"]])
     report.questions = len(questions)
     report.images = len({entry["image_id"] for entry in questions})
     return columns, report
