@@ -160,9 +160,9 @@ def _read_split(
 ) -> tuple[dict[str, list[Any]], BuildReport]:
     """Parse, join and filter the JSON files; check the image files of what remains."""
     report = BuildReport(split=split, has_answers=annotations_path is not None)
-    questions = _load_questions(questions_path, split)
+    questions = load_questions(questions_path, split)
     report.questions_in_file = len(questions)
-    annotations = _load_annotations(annotations_path, split) if annotations_path else None
+    annotations = load_annotations(annotations_path, split) if annotations_path else None
 
     if annotations is not None:
         question_ids = {entry["question_id"] for entry in questions}
@@ -227,20 +227,22 @@ def _agreement(annotation: dict[str, Any]) -> int:
     return sum(answer == annotation["multiple_choice_answer"] for answer in annotation["answers"])
 
 
-def _read_json(path: Path, object_hook: Any = None) -> Any:
+def read_json(path: Path, object_hook: Any = None) -> Any:
     try:
         with path.open(encoding="utf-8") as file:
             return json.load(file, object_hook=object_hook)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
-def _check_subtype(path: Path, content: dict[str, Any], split: str) -> None:
+def _check_subtype(path: Path, content: dict[str, Any], split: str | None) -> None:
     # test-dev questions say "test-dev2015"; a file for another split under this name is a common mix-up.
     subtype = content.get("data_subtype")
-    if subtype is not None and subtype != split:
+    if split is not None and subtype is not None and subtype != split:
         raise DataError(f"{path}: data_subtype is {subtype!r}, expected {split!r}")
 
 
@@ -273,8 +275,9 @@ ANNOTATION_FIELDS = {
 }
 
 
-def _load_questions(path: Path, split: str) -> list[dict[str, Any]]:
-    content = _read_json(path)
+def load_questions(path: Path, split: str | None = None) -> list[dict[str, Any]]:
+    """The `questions` list of an official questions file, each entry checked for its fields."""
+    content = read_json(path)
     _check_subtype(path, content if isinstance(content, dict) else {}, split)
     entries = _entries(path, content, "questions")
     for index, entry in enumerate(entries):
@@ -292,8 +295,9 @@ def _compact_answer(entry: dict[str, Any]) -> Any:
     return entry
 
 
-def _load_annotations(path: Path, split: str) -> dict[int, dict[str, Any]]:
-    content = _read_json(path, object_hook=_compact_answer)
+def load_annotations(path: Path, split: str | None = None) -> dict[int, dict[str, Any]]:
+    """Official annotations by question id; each entry's `answers` becomes the list of ten answer strings."""
+    content = read_json(path, object_hook=_compact_answer)
     _check_subtype(path, content if isinstance(content, dict) else {}, split)
     entries = _entries(path, content, "annotations")
     by_question: dict[int, dict[str, Any]] = {}

@@ -1,0 +1,140 @@
+"""VQA accuracy exactly as the official evaluation code computes it.
+
+Reference: GT-Vision-Lab/VQA `PythonEvaluationTools/vqaEvaluation/vqaEval.py` at commit a013f00 (2021-03-11,
+"Fixed processing answers bug"), the current behaviour. Its rules, reproduced here:
+
+- Tabs and newlines become spaces and both sides are stripped, always.
+- Punctuation, number-word, article and contraction normalisation is applied to the ten human answers and the
+  prediction ONLY when the human answers (after the whitespace step) are not all identical.
+- A prediction's accuracy is the mean over the ten leave-one-out subsets of nine humans of
+  min(1, matches among those nine / 3).
+- Percentages are rounded to 2 decimals with Python 2's `round` (half away from zero), as the official
+  Python 2 code does; Python 3's `round` would round exact halves to even.
+
+Older copies of this code (2017) normalised the prediction unconditionally and give different numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
+    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
+    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've",
+    "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's",
+    "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've",
+    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
+    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at",
+    "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's", "shouldve": "should've",
+    "shouldnt": "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd", "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've",
+    "someone'dve": "someone'd've", "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd",
+    "somethingd've": "something'd've", "something'dve": "something'd've", "somethingll": "something'll",
+    "thats": "that's", "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
+    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
+    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas",
+    "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't",
+    "whatll": "what'll", "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's",
+    "whered": "where'd", "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll",
+    "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
+    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
+    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
+    "youve": "you've",
+}  # fmt: skip
+NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}  # fmt: skip
+ARTICLES = frozenset({"a", "an", "the"})
+PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+# The official pattern begins with a mistyped lookbehind, `(?!<=\d)`: a lookahead that never fails before a
+# period. Net effect: a period is removed unless a digit follows it.
+PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
+# The official call is `periodStrip.sub("", text, re.UNICODE)`: the flag lands in `count`, so at most
+# re.UNICODE (32) periods are removed.
+PERIOD_STRIP_COUNT = int(re.UNICODE)
+
+
+def normalize_whitespace(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def process_punctuation(text: str) -> str:
+    """Drop a punctuation mark where it touches a space (or the text has a digit,digit), else make it a space."""
+    output = text
+    has_digit_comma = COMMA_BETWEEN_DIGITS.search(text) is not None
+    for mark in PUNCTUATION:
+        if mark + " " in text or " " + mark in text or has_digit_comma:
+            output = output.replace(mark, "")
+        else:
+            output = output.replace(mark, " ")
+    return PERIOD_STRIP.sub("", output, count=PERIOD_STRIP_COUNT)
+
+
+def process_digit_article(text: str) -> str:
+    """Lowercase, number words to digits, articles dropped, contractions restored, single spaces."""
+    words = [NUMBER_WORDS.get(word, word) for word in text.lower().split()]
+    words = [word for word in words if word not in ARTICLES]
+    return " ".join(CONTRACTIONS.get(word, word) for word in words)
+
+
+def question_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+    """Accuracy in [0, 1] of one prediction against the ten human answers."""
+    answers = [normalize_whitespace(answer) for answer in human_answers]
+    prediction = normalize_whitespace(prediction)
+    if len(set(answers)) > 1:
+        answers = [process_digit_article(process_punctuation(answer)) for answer in answers]
+        prediction = process_digit_article(process_punctuation(prediction))
+    matches = [answer == prediction for answer in answers]
+    total_matches = sum(matches)
+    # Leave out each human in turn: the other nine hold total_matches minus this human's own match.
+    return sum(min(1.0, (total_matches - own) / 3) for own in matches) / len(matches)
+
+
+def round_half_away(value: float, digits: int = 2) -> float:
+    """Python 2's `round`: the exact binary value rounded half away from zero."""
+    quantum = Decimal(1).scaleb(-digits)
+    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True)
+class ScoredQuestion:
+    question_id: int
+    prediction: str
+    human_answers: Sequence[str]
+    answer_type: str
+    question_type: str
+
+
+def vqa_accuracy(questions: Iterable[ScoredQuestion]) -> dict[str, float | dict[str, float]]:
+    """The official tool's `accuracy` dict: `overall`, `perQuestionType`, `perAnswerType`, in percent."""
+    overall: list[float] = []
+    per_question_type: dict[str, list[float]] = defaultdict(list)
+    per_answer_type: dict[str, list[float]] = defaultdict(list)
+    for question in questions:
+        accuracy = question_accuracy(question.prediction, question.human_answers)
+        overall.append(accuracy)
+        per_question_type[question.question_type].append(accuracy)
+        per_answer_type[question.answer_type].append(accuracy)
+    if not overall:
+        raise ValueError("vqa_accuracy: no questions to score")
+
+    def percent(values: list[float]) -> float:
+        return round_half_away(100 * sum(values) / len(values))
+
+    return {
+        "overall": percent(overall),
+        "perQuestionType": {name: percent(values) for name, values in per_question_type.items()},
+        "perAnswerType": {name: percent(values) for name, values in per_answer_type.items()},
+    }
