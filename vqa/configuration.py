@@ -21,6 +21,9 @@ class VQAConfig(PretrainedConfig):
             (the textbook baseline: one averaged vector).
         projection_layer_norm: apply a LayerNorm after each encoder's linear projection.
         modality_embeddings: add a learned embedding per modality so the decoder can tell text keys from image keys.
+        vision_conv_stem: replace the ViT's one-layer patch projection by a small convolutional stem of the same
+            stride (Xiao et al. 2021, "Early convolutions help transformers see better"). For ViTs trained from
+            scratch on little data; pretrained ViTs keep their own projection.
         freeze: a preset name (`nothing`, `encoders`, `text_encoder`, `image_encoder`, `decoder`, `all`) or a list
             of component names (see `vqa.freezing.COMPONENTS`).
         max_answer_tokens: default number of new tokens for `generate`.
@@ -41,6 +44,7 @@ class VQAConfig(PretrainedConfig):
         fusion: Fusion = "tokens",
         projection_layer_norm: bool = True,
         modality_embeddings: bool = True,
+        vision_conv_stem: bool = False,
         freeze: str | list[str] = "nothing",
         max_answer_tokens: int = 8,
         **kwargs: Any,
@@ -56,6 +60,7 @@ class VQAConfig(PretrainedConfig):
         self.fusion = fusion
         self.projection_layer_norm = projection_layer_norm
         self.modality_embeddings = modality_embeddings
+        self.vision_conv_stem = vision_conv_stem
         self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
         self.max_answer_tokens = max_answer_tokens
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):

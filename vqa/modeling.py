@@ -6,6 +6,7 @@ positions, S = Lq + 1 + P fused encoder positions (1 for pooled fusion), Hd the 
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,30 @@ class Projection(nn.Module):
         return self.layer_norm(self.linear(hidden_states))
 
 
+class ConvPatchStem(nn.Sequential):
+    """Stride-2 3x3 convolutions down to the patch grid, then a 1x1 projection to the ViT width.
+
+    (B, 3, H, W) -> (B, Hv, H / patch, W / patch), like the single strided convolution it replaces. The patch size
+    must be a power of two.
+    """
+
+    def __init__(self, num_channels: int, hidden_size: int, patch_size: int) -> None:
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"vision_conv_stem: patch_size {patch_size} is not a power of two >= 2")
+        stages = patch_size.bit_length() - 1  # one stride-2 convolution per halving
+        widths = [num_channels] + [max(hidden_size >> (stages - 1 - stage), 8) for stage in range(stages)]
+        layers: list[nn.Module] = []
+        for in_channels, out_channels in itertools.pairwise(widths):
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GELU()]
+        layers.append(nn.Conv2d(widths[-1], hidden_size, 1))
+        super().__init__(*layers)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The last layer's weight: HF's ViT reads `projection.weight.dtype` to cast its input."""
+        return self[-1].weight
+
+
 class VQAModel(PreTrainedModel):
     """Question and image encoders fused at the token level into a GPT-2 decoder that writes the answer.
 
@@ -73,6 +98,11 @@ class VQAModel(PreTrainedModel):
         self.text_encoder = DistilBertModel(config.text_config)
         # No pooler: it would be an unused parameter set (DDP complains) and tokens fusion reads every position.
         self.image_encoder = ViTModel(config.vision_config, add_pooling_layer=False)
+        if config.vision_conv_stem:
+            vision = config.vision_config
+            self.image_encoder.embeddings.patch_embeddings.projection = ConvPatchStem(
+                vision.num_channels, vision.hidden_size, vision.patch_size
+            )
         self.decoder = GPT2LMHeadModel(config.decoder_config)
         decoder_width = config.decoder_config.n_embd
         self.text_projection = Projection(config.text_config.dim, decoder_width, config.projection_layer_norm)
@@ -82,6 +112,14 @@ class VQAModel(PreTrainedModel):
         self.modality_embedding = nn.Embedding(2, decoder_width) if config.modality_embeddings else None
         self.frozen_components = resolve_freeze(config.freeze)
         self.post_init()
+        if config.vision_conv_stem:
+            # The 3x3 convolutions get PyTorch's fan-in scaled init (the ViT's std-0.02 init would shrink activations
+            # at each unnormalised layer); the final 1x1 projection keeps the ViT's small init, so patch content
+            # starts at the scale of the position embeddings, as with the original projection.
+            stem = self.image_encoder.embeddings.patch_embeddings.projection
+            for layer in list(stem)[:-1]:
+                if isinstance(layer, nn.Conv2d):
+                    layer.reset_parameters()
         apply_freeze(self, self.frozen_components)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -89,6 +127,7 @@ class VQAModel(PreTrainedModel):
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
+
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -158,13 +197,16 @@ class VQAModel(PreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
         pixel_values: torch.FloatTensor,
+        image_index: torch.LongTensor | None = None,
     ) -> tuple[torch.FloatTensor, torch.LongTensor]:
         """Run both encoders and fuse their outputs into the decoder's cross-attention keys.
 
         Args:
             input_ids: (B, Lq) question token ids.
             attention_mask: (B, Lq) 1 for question tokens, 0 for padding.
-            pixel_values: (B, 3, H, W) preprocessed images.
+            pixel_values: (B, 3, H, W) preprocessed images, or (N, 3, H, W) distinct images with `image_index`.
+            image_index: (B,) row of `pixel_values` for each question. Each distinct image is encoded once and
+                its states are repeated for its questions (image-grouped batches).
 
         Returns:
             encoder_hidden_states (B, S, Hd) and encoder_attention_mask (B, S), S = Lq + 1 + P for `tokens` fusion
@@ -174,11 +216,14 @@ class VQAModel(PreTrainedModel):
             text_states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         with self._encoder_context("image_encoder"):
             pixel_values = pixel_values.to(self.image_encoder.dtype)
-            image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, Hv)
+            image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state  # (N, 1 + P, Hv)
         if self.config.fusion == "pooled":
+            image_states = image_states if image_index is None else image_states[image_index]
             return self._pool_and_average(text_states, attention_mask, image_states)
         text_keys = self.text_projection(text_states)  # (B, Lq, Hd)
-        image_keys = self.image_projection(image_states)  # (B, 1 + P, Hd)
+        image_keys = self.image_projection(image_states)  # (N, 1 + P, Hd): projected before repeating
+        if image_index is not None:
+            image_keys = image_keys[image_index]  # (B, 1 + P, Hd)
         if self.modality_embedding is not None:
             text_keys = text_keys + self.modality_embedding.weight[TEXT]
             image_keys = image_keys + self.modality_embedding.weight[IMAGE]
@@ -206,6 +251,7 @@ class VQAModel(PreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
         pixel_values: torch.FloatTensor,
+        image_index: torch.LongTensor | None = None,
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -216,7 +262,8 @@ class VQAModel(PreTrainedModel):
 
         Args:
             input_ids, attention_mask: (B, Lq) question tokens and mask.
-            pixel_values: (B, 3, H, W) images.
+            pixel_values: (B, 3, H, W) images, or (N, 3, H, W) distinct images with `image_index`.
+            image_index: (B,) row of `pixel_values` for each question (see `encode`).
             decoder_input_ids: (B, T) `BOS answer`, right-padded. Built from `labels` when omitted.
             decoder_attention_mask: (B, T) 1 for real decoder positions. Built from `labels` when omitted.
             labels: (B, T) `answer EOS` aligned with the logits, -100 on padding.
@@ -233,7 +280,9 @@ class VQAModel(PreTrainedModel):
             if labels is None:
                 raise ValueError("forward needs decoder_input_ids or labels")
             decoder_input_ids, decoder_attention_mask = self.decoder_inputs_from_labels(labels)
-        encoder_hidden_states, encoder_attention_mask = self.encode(input_ids, attention_mask, pixel_values)
+        encoder_hidden_states, encoder_attention_mask = self.encode(
+            input_ids, attention_mask, pixel_values, image_index
+        )
         decoder_output = self.decoder(
             input_ids=decoder_input_ids,
             attention_mask=decoder_attention_mask,
@@ -266,6 +315,7 @@ class VQAModel(PreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
         pixel_values: torch.FloatTensor,
+        image_index: torch.LongTensor | None = None,
         max_new_tokens: int | None = None,
         num_beams: int = 1,
         **generate_kwargs: Any,
@@ -274,7 +324,8 @@ class VQAModel(PreTrainedModel):
 
         Args:
             input_ids, attention_mask: (B, Lq) question tokens and mask.
-            pixel_values: (B, 3, H, W) images.
+            pixel_values: (B, 3, H, W) images, or (N, 3, H, W) distinct images with `image_index`.
+            image_index: (B,) row of `pixel_values` for each question (see `encode`).
             max_new_tokens: answer length limit, EOS included (default `config.max_answer_tokens`).
             num_beams: 1 for greedy decoding.
             generate_kwargs: passed to `GenerationMixin.generate` (e.g. `length_penalty`).
@@ -282,7 +333,9 @@ class VQAModel(PreTrainedModel):
         Returns:
             (B, N) answer token ids without BOS; rows end at EOS and are padded with the pad id after it.
         """
-        encoder_hidden_states, encoder_attention_mask = self.encode(input_ids, attention_mask, pixel_values)
+        encoder_hidden_states, encoder_attention_mask = self.encode(
+            input_ids, attention_mask, pixel_values, image_index
+        )
         config = self.config.decoder_config
         bos = input_ids.new_full((input_ids.shape[0], 1), config.bos_token_id)
         sequences = self.decoder.generate(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import torch
 import transformers
 from PIL.Image import Image
@@ -171,12 +172,14 @@ class VQAProcessor:
 class VQACollator:
     """DataLoader `collate_fn`: rows of the shared schema -> a batch of model inputs.
 
-    It runs in the DataLoader's worker processes, and so does the image decoding (`datasets` decodes the `image`
-    column when a row is read there): the main process only moves finished tensors.
+    It runs in the DataLoader's worker processes, so image decoding and preprocessing happen there too. When the
+    `image` column is not decoded (`Image(decode=False)`, as training uses it), each distinct image file in the
+    batch is decoded once, and `image_index` (B,) maps every question to its row of `pixel_values` (N, 3, H, W).
+    Already-decoded PIL images are used as they are, one per question.
 
     Args:
         answer_column: the training target; `multiple_choice_answer` is the most common of the ten human answers.
-        with_labels: False for prediction (test splits have no answers).
+        with_labels: False to leave labels out; rows without an answer (test splits) never get them.
     """
 
     processor: VQAProcessor
@@ -184,8 +187,32 @@ class VQACollator:
     with_labels: bool = True
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        answers = [row[self.answer_column] for row in rows] if self.with_labels else None
-        return self.processor([row["question"] for row in rows], [row["image"] for row in rows], answers)
+        batch = self.processor.encode_questions([row["question"] for row in rows])
+        images = [row["image"] for row in rows]
+        if all(isinstance(image, dict) for image in images):
+            distinct: dict[str, int] = {}
+            image_index = [distinct.setdefault(_image_key(image), len(distinct)) for image in images]
+            decoded = [_decode(key) for key in distinct]
+            batch["pixel_values"] = self.processor.encode_images(decoded)
+            batch["image_index"] = torch.tensor(image_index)
+        else:
+            batch["pixel_values"] = self.processor.encode_images(images)
+        # Test splits have no answers: their batches carry no labels.
+        if self.with_labels and all(row[self.answer_column] is not None for row in rows):
+            batch["labels"] = self.processor.encode_answers([row[self.answer_column] for row in rows])
+        return batch
+
+
+def _image_key(image: dict[str, Any]) -> str:
+    if image.get("path"):
+        return image["path"]
+    raise ValueError("image: an undecoded image without a path; expected the dataset's image paths")
+
+
+def _decode(path: str) -> Image:
+    with PIL.Image.open(path) as image:
+        image.load()
+        return image
 
 
 def tiny_image_processor(image_size: int) -> Any:

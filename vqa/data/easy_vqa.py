@@ -111,3 +111,14 @@ def build_easy_vqa(cache_dir: str | Path, options: EasyVQAOptions | None = None)
 
 
 __all__ = ["EasyVQAOptions", "build_easy_vqa", "question_type"]
+
+
+def training_splits(
+    cache_dir: str | Path,
+    validation_images: float | int = 0.1,
+    seed: int = 0,
+    max_questions: int | None = None,
+    missing_images: MissingImagePolicy = "error",
+) -> DatasetDict:
+    """`build_easy_vqa` with flat arguments, for the Hydra `data` group: train, validation, test."""
+    return build_easy_vqa(cache_dir, EasyVQAOptions(validation_images, seed, max_questions, missing_images))

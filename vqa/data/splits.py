@@ -20,7 +20,8 @@ def split_by_image(dataset: Dataset, holdout: float | int, seed: int = 0) -> tup
     """
     image_column = dataset["image_id"]
     image_ids = sorted(set(image_column))
-    count = round(holdout * len(image_ids)) if isinstance(holdout, float) else holdout
+    # A fraction holds out at least one image, so that tiny debug subsets still have a validation split.
+    count = max(1, round(holdout * len(image_ids))) if isinstance(holdout, float) else holdout
     if not 0 < count < len(image_ids):
         raise DataError(
             f"holdout: got {holdout!r} ({count} of {len(image_ids)} images), expected to leave images on both sides"

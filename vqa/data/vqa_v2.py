@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from vqa.data.cache import cached_build, file_signature
 from vqa.data.images import POLICIES, MissingImagePolicy, check_images
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, empty_columns, stored_dataset, with_image_column
+from vqa.data.splits import split_by_image
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,30 @@ def build_vqa_v2(
     dataset, report, folder = cached_build(Path(cache_dir), f"vqa_v2-{split}", key, build)
     logger.info("VQA v2 %s: %d questions over %d images (%s)", split, report["questions"], report["images"], folder)
     return with_image_column(dataset), BuildReport(**{**report, "cache_folder": str(folder)})
+
+
+def training_splits(
+    root: str | Path,
+    cache_dir: str | Path,
+    train_split: str = "train2014",
+    final_split: str = "val2014",
+    minival_images: float | int = 2000,
+    seed: int = 0,
+    max_questions: int | None = None,
+    max_images: int | None = None,
+    min_agreement: int | None = None,
+    missing_images: MissingImagePolicy = "error",
+) -> DatasetDict:
+    """The splits a training run uses, for the Hydra `data` group.
+
+    `train` is `train_split` without an image-disjoint minival; `validation` is that minival (model selection);
+    `test` is `final_split` (the reported number), built with the same options.
+    """
+    options = BuildOptions(max_questions, max_images, min_agreement, missing_images)
+    full_train, _ = build_vqa_v2(root, train_split, cache_dir, options)
+    train, minival = split_by_image(full_train, minival_images, seed)
+    final, _ = build_vqa_v2(root, final_split, cache_dir, options)
+    return DatasetDict(train=train, validation=minival, test=final)
 
 
 def _required_file(path: Path) -> Path:

@@ -1,0 +1,79 @@
+"""Hydra composition: every preset composes and validates; wrong settings fail early with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+from omegaconf import DictConfig
+
+from vqa.training import ConfigError, validate_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def composed(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+def test_default_is_tiny_easy_vqa_on_cpu() -> None:
+    cfg = composed()
+    assert cfg.model._target_ == "vqa.builders.tiny_model_and_processor"
+    assert cfg.data._target_ == "vqa.data.easy_vqa.training_splits"
+    assert list(cfg.logger.report_to) == []
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_validates(experiment: str) -> None:
+    cfg = composed(f"experiment={experiment}", "data.root=/data/vqa")
+    validate_config(cfg)
+    assert cfg.model._target_ == "vqa.builders.pretrained_model_and_processor"
+
+
+def test_book_experiment_is_the_textbook_setup() -> None:
+    cfg = composed("experiment=book", "data.root=/data/vqa")
+    assert cfg.model.fusion == "pooled" and cfg.model.freeze == "nothing"
+    assert cfg.trainer.args.learning_rate == 2e-5 and cfg.trainer.args.lr_scheduler_type == "cosine"
+    assert cfg.trainer.args.per_device_train_batch_size * cfg.trainer.args.gradient_accumulation_steps == 64
+    assert cfg.trainer.args.num_train_epochs == 3 and cfg.data.min_agreement == 9
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [(group, option) for group in ("model", "data", "trainer", "logger", "debug") for option in options(group)],
+)
+def test_every_group_option_composes(group: str, option: str) -> None:
+    cfg = composed(f"{group}={option}", "data.root=/data/vqa" if option == "vqa_v2" else "seed=0")
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.freeze=encoder"], "model.freeze: unknown name 'encoder'"),
+        (["model.freeze=[text_encoder,vision]"], "model.freeze: unknown component 'vision'"),
+        (["model.fusion=concat"], "model.fusion: got 'concat', expected one of tokens, pooled"),
+        (["data=vqa_v2"], "data.root: not set"),
+        (["trainer.args.per_device_train_batch_size=0"], "per_device_train_batch_size: got 0, expected a positive"),
+        (["trainer.args.per_device_eval_batch_size=-4"], "per_device_eval_batch_size: got -4"),
+        (["trainer.args.learning_rate=0"], "learning_rate: got 0"),
+        (["eval_split=dev"], "eval_split: got 'dev'"),
+    ],
+)
+def test_wrong_settings_fail_with_one_line(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        validate_config(composed(*overrides))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_experiment_is_a_composition_error() -> None:
+    with pytest.raises(MissingConfigException, match="experiment/imagenet"):
+        composed("experiment=imagenet")

@@ -1,0 +1,94 @@
+"""Image-grouped batches: the sampler's order, the collator's de-duplication and the model's shared encoding."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import make_batch
+from vqa import VQACollator, VQAConfig, VQAModel, VQAProcessor
+from vqa.sampling import ImageGroupedSampler
+
+IMAGE_IDS = [3, 1, 3, 2, 1, 3, 2, 2, 1, 3]  # four questions on image 3, three on 1 and 2
+
+
+def test_sampler_yields_each_row_once_in_image_groups() -> None:
+    order = list(ImageGroupedSampler(IMAGE_IDS, seed=0))
+    assert sorted(order) == list(range(len(IMAGE_IDS)))
+    images = [IMAGE_IDS[row] for row in order]
+    changes = sum(first != second for first, second in itertools.pairwise(images))
+    assert changes == 2  # three groups, contiguous
+
+
+def test_sampler_caps_group_size_and_reshuffles_per_epoch() -> None:
+    sampler = ImageGroupedSampler(IMAGE_IDS, questions_per_image=2, seed=0)
+    first = list(sampler)
+    images = [IMAGE_IDS[row] for row in first]
+    runs, run = [], 1
+    for previous, current in itertools.pairwise(images):
+        run = run + 1 if current == previous else 1
+        runs.append(run)
+    assert max(runs) <= 2 * 2  # two chunks of the same image may happen to meet; never more
+    assert list(sampler) == first  # same epoch, same order (a resumed run replays it)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    assert sorted(sampler) == list(range(len(IMAGE_IDS)))
+
+
+def test_sampler_rejects_bad_group_size() -> None:
+    with pytest.raises(ValueError, match="questions_per_image: got 0"):
+        ImageGroupedSampler(IMAGE_IDS, questions_per_image=0)
+
+
+@pytest.fixture(scope="module")
+def processor() -> VQAProcessor:
+    return VQAProcessor.train_tiny(["what color is it?", "is it red?"] * 10, ["red", "yes"] * 10)
+
+
+def test_collator_decodes_each_distinct_image_once(processor: VQAProcessor, tmp_path: Path) -> None:
+    paths = []
+    for index, color in enumerate(((255, 0, 0), (0, 0, 255))):
+        path = tmp_path / f"{index}.png"
+        Image.new("RGB", (64, 64), color).save(path)
+        paths.append(str(path))
+    rows = [
+        {"question": "what color is it?", "image": {"path": paths[i], "bytes": None}, "multiple_choice_answer": "red"}
+        for i in (0, 1, 0, 0, 1)
+    ]
+    batch = VQACollator(processor)(rows)
+    assert batch["pixel_values"].shape[0] == 2 and batch["image_index"].tolist() == [0, 1, 0, 0, 1]
+    assert next(iter(batch)) == "input_ids"  # the Trainer reads the batch size off the first tensor
+    decoded = VQACollator(processor)([dict(row, image=Image.open(row["image"]["path"])) for row in rows])
+    torch.testing.assert_close(batch["pixel_values"][batch["image_index"]], decoded["pixel_values"])
+
+
+@pytest.mark.parametrize("fusion", ["tokens", "pooled"])
+def test_grouped_loss_equals_ungrouped(fusion: str) -> None:
+    torch.manual_seed(0)
+    model = VQAModel(VQAConfig.tiny(dropout=0.0, fusion=fusion, vision_conv_stem=True)).eval()
+    batch = make_batch(batch_size=6)
+    distinct = batch["pixel_values"][:2]
+    image_index = torch.tensor([0, 1, 1, 0, 0, 1])
+    ungrouped = model(**dict(batch, pixel_values=distinct[image_index]))
+    grouped = model(**dict(batch, pixel_values=distinct, image_index=image_index))
+    torch.testing.assert_close(grouped.loss, ungrouped.loss)
+    torch.testing.assert_close(grouped.logits, ungrouped.logits)
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+    assert torch.equal(
+        model.generate(**inputs, pixel_values=distinct, image_index=image_index),
+        model.generate(**inputs, pixel_values=distinct[image_index]),
+    )
+
+
+def test_conv_stem_keeps_the_patch_grid_and_round_trips(tmp_path: Path) -> None:
+    model = VQAModel(VQAConfig.tiny(vision_conv_stem=True)).eval()
+    states = model.image_encoder(pixel_values=torch.randn(2, 3, 64, 64)).last_hidden_state
+    assert states.shape == (2, 1 + 64, 128)
+    model.save_pretrained(tmp_path)
+    loaded = VQAModel.from_pretrained(tmp_path).eval()
+    batch = make_batch()
+    torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)

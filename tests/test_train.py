@@ -1,0 +1,133 @@
+"""train.py end to end, as a researcher runs it: the run folder, overfitting, sweeps, resume, DDP, loggers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vqa import VQAModel, VQAProcessor
+from vqa.sweep_report import main as sweep_report
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["debug=fast", "trainer.args.disable_tqdm=true"]
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A shared dataset cache, offline, no wandb unless a test asks for it."""
+    env = dict(os.environ)
+    env.update(VQA_CACHE=str(tmp_path_factory.mktemp("cache")), WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
+    return env
+
+
+def train(arguments: list[str], env: dict[str, str], command: list[str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*(command or [sys.executable]), "train.py", *arguments], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_fast_run_writes_the_run_folder(tmp_path: Path, environment: dict[str, str]) -> None:
+    run_dir = tmp_path / "run"
+    result = train([*FAST, f"hydra.run.dir={run_dir}"], environment)
+    assert "VQA accuracy" in result.stdout and "training samples/s" in result.stdout
+    for name in ("config.yaml", "metrics.json", "predictions.json", "run_card.json"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_questions"] == 256
+    assert 0 <= metrics["vqa_accuracy"] <= 100 and set(metrics["per_answer_type"]) == {"yes_no", "other"}
+    predictions = json.loads((run_dir / "predictions.json").read_text())
+    assert len(predictions) == 256 and set(predictions[0]) == {"question_id", "answer"}
+    card = json.loads((run_dir / "run_card.json").read_text())
+    assert card["packages"]["transformers"] and card["datasets"]["train"]["fingerprint"]
+    assert card["train_samples_per_second"] > 0 and card["world_size"] == 1
+    model = VQAModel.from_pretrained(run_dir / "checkpoint")
+    processor = VQAProcessor.from_pretrained(run_dir / "checkpoint")
+    assert model.config.decoder_config.vocab_size >= processor.answer_vocab_size
+
+
+def test_overfit_memorises_a_handful_of_questions(tmp_path: Path, environment: dict[str, str]) -> None:
+    run_dir = tmp_path / "overfit"
+    train(["debug=overfit", "trainer.args.disable_tqdm=true", f"hydra.run.dir={run_dir}"], environment)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "train" and metrics["vqa_accuracy"] >= 95.0
+
+
+def test_sweep_and_its_report(tmp_path: Path, environment: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    sweep_dir = tmp_path / "sweep"
+    train(["-m", *FAST, "model.fusion=tokens,pooled", f"hydra.sweep.dir={sweep_dir}"], environment)
+    assert sweep_report([str(sweep_dir)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| run | model.fusion | vqa_accuracy | acc_other | acc_yes_no |"
+    assert table[2].startswith("| 0 | tokens | ") and table[3].startswith("| 1 | pooled | ")
+    csv_lines = (sweep_dir / "report.csv").read_text().splitlines()
+    assert csv_lines[0] == "run,model.fusion,vqa_accuracy,acc_other,acc_yes_no" and len(csv_lines) == 3
+
+
+RESUMABLE = [
+    "data.max_questions=256",
+    "trainer.args.max_steps=40",
+    "trainer.args.per_device_train_batch_size=8",
+    "trainer.args.save_strategy=steps",
+    "trainer.args.save_steps=10",
+    "trainer.args.save_total_limit=null",
+    "trainer.args.eval_strategy=no",
+    "trainer.args.logging_steps=5",
+    "trainer.args.dataloader_num_workers=0",
+    "trainer.args.dataloader_persistent_workers=false",
+    "trainer.args.disable_tqdm=true",
+]
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path: Path, environment: dict[str, str]) -> None:
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    train([*RESUMABLE, f"hydra.run.dir={reference_dir}"], environment)
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *RESUMABLE, f"hydra.run.dir={killed_dir}"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    complete = killed_dir / "checkpoint-10" / "trainer_state.json"  # written last in a checkpoint
+    deadline = time.monotonic() + 240
+    while not complete.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert complete.exists() and not (killed_dir / "metrics.json").exists(), "the run was not killed mid-training"
+    train([f"resume={killed_dir}"], environment)
+    reference = json.loads((reference_dir / "metrics.json").read_text())
+    resumed = json.loads((killed_dir / "metrics.json").read_text())
+    assert resumed == reference
+
+
+def test_two_process_ddp_keeps_ranks_identical(tmp_path: Path, environment: dict[str, str]) -> None:
+    run_dir = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
+    train(["trainer=ddp", *FAST, f"hydra.run.dir={run_dir}"], environment, command=torchrun)
+    card = json.loads((run_dir / "run_card.json").read_text())
+    assert card["world_size"] == 2 and card["parameters_identical_across_ranks"] is True
+    assert json.loads((run_dir / "metrics.json").read_text())["num_questions"] == 256
+
+
+def test_wandb_logger_runs_offline_without_prompting(tmp_path: Path, environment: dict[str, str]) -> None:
+    run_dir = tmp_path / "wandb_run"
+    env = {key: value for key, value in environment.items() if not key.startswith("WANDB_")}
+    train(["logger=wandb", *FAST, f"hydra.run.dir={run_dir}"], env)
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and any(offline_runs[0].rglob("*.wandb"))
+
+
+def test_tensorboard_logger_writes_event_files(tmp_path: Path, environment: dict[str, str]) -> None:
+    run_dir = tmp_path / "tb_run"
+    train(["logger=tensorboard", *FAST, f"hydra.run.dir={run_dir}"], environment)
+    assert list(run_dir.rglob("events.out.tfevents.*"))

@@ -1,0 +1,93 @@
+"""Model-and-processor builders named by the Hydra `model` group's `_target_`.
+
+Each returns `(VQAModel, VQAProcessor)` with matching vocabularies and special-token ids.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from vqa.configuration import VQAConfig
+from vqa.modeling import VQAModel
+from vqa.processing import VQAProcessor
+
+
+def tiny_model_and_processor(
+    train_split: Dataset,
+    fusion: str = "tokens",
+    freeze: str | list[str] = "nothing",
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    image_size: int = 64,
+    patch_size: int = 8,
+    dropout: float = 0.1,
+    question_vocab_size: int = 1000,
+    answer_vocab_size: int = 300,
+    max_question_length: int = 32,
+    max_answer_length: int = 8,
+    projection_layer_norm: bool = True,
+    modality_embeddings: bool = True,
+    vision_conv_stem: bool = True,
+) -> tuple[VQAModel, VQAProcessor]:
+    """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
+    processor = VQAProcessor.train_tiny(
+        train_split["question"],
+        train_split["multiple_choice_answer"],
+        image_size=image_size,
+        question_vocab_size=question_vocab_size,
+        answer_vocab_size=answer_vocab_size,
+        max_question_length=max_question_length,
+        max_answer_length=max_answer_length,
+    )
+    config = VQAConfig.tiny(
+        text_vocab_size=processor.question_vocab_size,
+        answer_vocab_size=processor.answer_vocab_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        dropout=dropout,
+        fusion=fusion,
+        freeze=freeze,
+        projection_layer_norm=projection_layer_norm,
+        modality_embeddings=modality_embeddings,
+        vision_conv_stem=vision_conv_stem,
+        max_answer_tokens=max_answer_length,
+    )
+    return VQAModel(config), processor
+
+
+def pretrained_model_and_processor(
+    train_split: Dataset,
+    text_encoder: str,
+    image_encoder: str,
+    decoder: str,
+    fusion: str = "tokens",
+    freeze: str | list[str] = "nothing",
+    max_question_length: int = 32,
+    max_answer_length: int = 8,
+    projection_layer_norm: bool = True,
+    modality_embeddings: bool = True,
+) -> tuple[VQAModel, VQAProcessor]:
+    """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs)."""
+    del train_split
+    model = VQAModel.from_pretrained_components(
+        text_encoder,
+        image_encoder,
+        decoder,
+        fusion=fusion,
+        freeze=freeze,
+        projection_layer_norm=projection_layer_norm,
+        modality_embeddings=modality_embeddings,
+        max_answer_tokens=max_answer_length,
+    )
+    processor = VQAProcessor.from_pretrained_components(
+        text_encoder,
+        image_encoder,
+        decoder,
+        max_question_length=max_question_length,
+        max_answer_length=max_answer_length,
+    )
+    return model, processor

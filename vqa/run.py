@@ -1,0 +1,146 @@
+"""One training run, end to end: config -> data -> model -> Trainer -> final evaluation -> run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import transformers
+from datasets import Dataset
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vqa.processing import VQACollator
+from vqa.run_outputs import official_results, run_card, write_json
+from vqa.training import VQATrainer, for_training, training_arguments, validate_config
+
+logger = logging.getLogger("vqa")
+CODE_FOLDER = Path(__file__).resolve().parents[1]
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """With `resume=<run folder>`, that run's own saved config (so one override is enough to continue it)."""
+    saved = Path(cfg.resume) / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"resume: {saved} not found; expected the folder of an earlier run")
+    previous = OmegaConf.load(saved)
+    previous.resume = cfg.resume
+    return previous
+
+
+def configure_wandb(cfg: DictConfig, run_dir: Path) -> None:
+    """Offline unless the user configured wandb (a mode or an API key): a default run never prompts or fails."""
+    if "wandb" not in cfg.logger.report_to:
+        return
+    if not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY"):
+        os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+    os.environ.setdefault("WANDB_PROJECT", cfg.logger.get("project", "vqa"))
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train and evaluate as configured; returns the final VQA accuracy (for sweeps and optimisers)."""
+    start = time.perf_counter()
+    if cfg.get("resume"):
+        cfg = resumed_config(cfg)
+    validate_config(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    transformers.set_seed(cfg.seed)
+    configure_wandb(cfg, run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    splits = instantiate(cfg.data)
+    model, processor = instantiate(cfg.model, train_split=splits["train"])
+    logger.info("parameters:\n%s", model.parameter_table())
+
+    trainer = VQATrainer(
+        model=model,
+        args=training_arguments(cfg, str(run_dir)),
+        train_dataset=for_training(splits["train"]),
+        eval_dataset=for_training(splits[cfg.eval_split]),
+        data_collator=VQACollator(processor),
+        processor=processor,
+        group_by_image=cfg.trainer.group_by_image,
+        questions_per_image=cfg.trainer.questions_per_image,
+        num_beams=cfg.trainer.num_beams,
+    )
+    train_output = trainer.train(resume_from_checkpoint=True if cfg.get("resume") else None)
+    parameters_in_sync = ranks_agree_on_parameters(trainer.model)
+
+    final: dict[str, Any] = {}
+    answers: list[str] = []
+    if cfg.final_evaluation:
+        prediction = trainer.predict(for_training(splits[cfg.final_split]), metric_key_prefix="test")
+        answers = trainer.vqa_metrics.predictions
+        final = {key.removeprefix("test_"): value for key, value in prediction.metrics.items()}
+
+    if trainer.is_world_process_zero():
+        checkpoint = run_dir / "checkpoint"
+        trainer.save_model(str(checkpoint))
+        processor.save_pretrained(checkpoint)
+        metrics = {
+            "split": cfg.final_split,
+            "num_questions": len(splits[cfg.final_split]) if cfg.final_evaluation else 0,
+            "vqa_accuracy": final.get("vqa_accuracy"),
+            "per_answer_type": {
+                k.removeprefix("vqa_accuracy_"): v for k, v in final.items() if k.startswith("vqa_accuracy_")
+            },
+            "loss": final.get("loss"),
+        }
+        write_json(run_dir / "metrics.json", metrics)
+        if answers:
+            write_json(run_dir / "predictions.json", official_results(splits[cfg.final_split], answers))
+        card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, train_output.metrics, trainer.args.world_size)
+        card["parameters_identical_across_ranks"] = parameters_in_sync
+        write_json(run_dir / "run_card.json", card)
+        if answers and "wandb" in cfg.logger.report_to:
+            log_sample_predictions(splits[cfg.final_split], answers, cfg.logger.get("sample_predictions", 32))
+        print_summary(run_dir, metrics, card)
+    return final.get("vqa_accuracy")
+
+
+def ranks_agree_on_parameters(model: torch.nn.Module) -> bool | None:
+    """Under DDP, whether every rank ended with the same weights (per-tensor float64 sums); None on one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    device = next(model.parameters()).device  # nccl gathers GPU tensors, gloo CPU ones
+    checksum = torch.stack([parameter.detach().double().sum() for parameter in model.parameters()]).to(device)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    return all(torch.equal(gathered[0], other) for other in gathered[1:])
+
+
+def log_sample_predictions(split: Dataset, answers: list[str], count: int) -> None:
+    """A wandb table of the first `count` final-split questions: image, question, prediction, human answer."""
+    import wandb
+
+    if wandb.run is None:
+        return
+    table = wandb.Table(columns=["question_id", "image", "question", "prediction", "answer"])
+    for row, answer in zip(split.select(range(min(count, len(split)))), answers, strict=False):
+        table.add_data(
+            row["question_id"], wandb.Image(row["image"]), row["question"], answer, row["multiple_choice_answer"]
+        )
+    wandb.run.log({"sample_predictions": table})
+
+
+def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) -> None:
+    lines = [
+        "",
+        f"run folder        {run_dir}",
+        f"VQA accuracy      {metrics['vqa_accuracy']} on {metrics['num_questions']} {metrics['split']} questions",
+    ]
+    lines += [f"  {name:<16}{value}" for name, value in metrics["per_answer_type"].items()]
+    lines += [
+        f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)",
+        f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}",
+    ]
+    print("\n".join(lines), flush=True)

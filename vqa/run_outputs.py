@@ -1,0 +1,82 @@
+"""The files a run leaves in its folder: config.yaml, metrics.json, predictions.json, run_card.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+PACKAGES = ("vqa", "torch", "transformers", "datasets", "accelerate", "tokenizers", "hydra-core", "wandb")
+
+
+def write_json(path: Path, content: Any) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def official_results(dataset: Dataset, answers: list[str]) -> list[dict[str, Any]]:
+    """Predictions in the official results format: `[{"question_id": ..., "answer": ...}]`."""
+    return [
+        {"question_id": question_id, "answer": answer}
+        for question_id, answer in zip(dataset["question_id"], answers, strict=True)
+    ]
+
+
+def git_commit(folder: Path) -> str | None:
+    """The checkout's commit, with `-dirty` when it has uncommitted changes; None outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if status else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description() -> str:
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{count} x {torch.cuda.get_device_name(0)}"
+    return (
+        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    )
+
+
+def run_card(
+    code_folder: Path,
+    splits: dict[str, Dataset],
+    wall_seconds: float,
+    train_metrics: dict[str, float],
+    world_size: int,
+) -> dict[str, Any]:
+    """What is needed to trust or repeat a run: code and package versions, data fingerprints, device, speed."""
+    return {
+        "git_commit": git_commit(code_folder),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "datasets": {name: {"fingerprint": split._fingerprint, "rows": len(split)} for name, split in splits.items()},
+        "device": device_description(),
+        "world_size": world_size,
+        "wall_seconds": round(wall_seconds, 1),
+        "train_seconds": round(train_metrics.get("train_runtime", 0.0), 1),
+        "train_samples_per_second": round(train_metrics.get("train_samples_per_second", 0.0), 1),
+    }

@@ -1,0 +1,93 @@
+"""Turn a Hydra multirun folder into one table of overrides against metrics (markdown and CSV).
+
+    python -m vqa.sweep_report multirun/2026-11-21/10-00-00 [--csv table.csv]
+
+Each run folder contributes one row: its overrides (from `.hydra/overrides.yaml`) and its `metrics.json`
+(`vqa_accuracy` and the per-answer-type accuracies). Runs without metrics (failed or unfinished) are listed with
+empty metric cells and counted, not dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Rows (one per run), override columns and metric columns, in a stable order."""
+    rows: list[dict[str, Any]] = []
+    override_columns: list[str] = []
+    metric_columns: list[str] = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=_run_order):
+        run_dir = overrides_file.parent.parent
+        row: dict[str, Any] = {"run": run_dir.name}
+        for override in yaml.safe_load(overrides_file.read_text()) or []:
+            key, _, value = override.partition("=")
+            row[key] = value
+            if key not in override_columns:
+                override_columns.append(key)
+        metrics_file = run_dir / "metrics.json"
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            flat = {"vqa_accuracy": metrics.get("vqa_accuracy")}
+            flat.update({f"acc_{name}": value for name, value in metrics.get("per_answer_type", {}).items()})
+            for key, value in flat.items():
+                row[key] = value
+                if key not in metric_columns:
+                    metric_columns.append(key)
+        rows.append(row)
+    return rows, override_columns, metric_columns
+
+
+def _run_order(path: Path) -> tuple[int, str]:
+    name = path.parent.parent.name
+    return (int(name), name) if name.isdigit() else (sys.maxsize, name)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def csv_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({column: row.get(column, "") for column in columns} for row in rows)
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vqa.sweep_report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holding 0/, 1/, ...)")
+    parser.add_argument("--csv", type=Path, help="where to write the CSV (default: <sweep_dir>/report.csv)")
+    args = parser.parse_args(argv)
+    rows, override_columns, metric_columns = collect_rows(args.sweep_dir)
+    if not rows:
+        print(f"error: {args.sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
+        return 2
+    columns = ["run", *override_columns, *metric_columns]
+    print(markdown_table(rows, columns))
+    unfinished = sum("vqa_accuracy" not in row for row in rows)
+    if unfinished:
+        print(f"\n{unfinished} of {len(rows)} runs have no metrics.json (failed or unfinished)")
+    csv_path = args.csv or args.sweep_dir / "report.csv"
+    csv_path.write_text(csv_table(rows, columns))
+    print(f"\nCSV: {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

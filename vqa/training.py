@@ -1,0 +1,191 @@
+"""From a composed Hydra config to a trained model: the Trainer subclass, generation-based evaluation, checks.
+
+`train.py` stays short; this module holds what it calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+from omegaconf import DictConfig, OmegaConf
+from transformers import EvalPrediction, Trainer, TrainingArguments
+
+from vqa.configuration import FUSIONS
+from vqa.freezing import resolve_freeze
+from vqa.metrics import ScoredQuestion, vqa_accuracy
+from vqa.processing import VQAProcessor
+from vqa.sampling import ImageGroupedSampler
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "validation", "test")  # what every `data` target returns
+GENERATION_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_index")
+
+
+class ConfigError(ValueError):
+    """A wrong setting, reported in one line before any data or model is built."""
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the settings that would otherwise fail late (after data loading) or silently."""
+    try:
+        resolve_freeze(
+            OmegaConf.to_object(cfg.model.freeze) if OmegaConf.is_config(cfg.model.freeze) else cfg.model.freeze
+        )
+    except ValueError as error:
+        raise ConfigError(f"model.{error}") from None
+    if cfg.model.fusion not in FUSIONS:
+        raise ConfigError(f"model.fusion: got {cfg.model.fusion!r}, expected one of {', '.join(FUSIONS)}")
+    if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):
+        raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
+    args = cfg.trainer.args
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if name in args and (not isinstance(args[name], int) or args[name] < 1):
+            raise ConfigError(f"trainer.args.{name}: got {args[name]!r}, expected a positive integer")
+    if args.get("learning_rate", 1) <= 0:
+        raise ConfigError(f"trainer.args.learning_rate: got {args.learning_rate}, expected a positive number")
+    for name in ("eval_split", "final_split"):
+        if cfg[name] not in SPLIT_NAMES:
+            raise ConfigError(f"{name}: got {cfg[name]!r}, expected one of {', '.join(SPLIT_NAMES)}")
+    if cfg.trainer.questions_per_image is not None and cfg.trainer.questions_per_image < 1:
+        raise ConfigError(f"trainer.questions_per_image: got {cfg.trainer.questions_per_image}, expected >= 1 or null")
+
+
+def for_training(dataset: Dataset) -> Dataset:
+    """Keep images as paths: the collator then decodes each distinct image of a batch once, in a worker."""
+    return dataset.cast_column("image", ImageFeature(decode=False))
+
+
+def training_arguments(cfg: DictConfig, output_dir: str) -> TrainingArguments:
+    """TrainingArguments from `trainer.args` plus the settings this codebase needs to be right."""
+    args: dict[str, Any] = OmegaConf.to_container(cfg.trainer.args, resolve=True)  # type: ignore[assignment]
+    args.update(
+        output_dir=output_dir,
+        seed=cfg.seed,
+        report_to=list(cfg.logger.report_to),
+        # The collator reads raw columns (question text, image path); the Trainer must not drop them.
+        remove_unused_columns=False,
+        # Without a GPU, also for torchrun ranks: gloo DDP on CPU needs use_cpu, or each rank trains alone.
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        label_names=["labels"],
+    )
+    if cfg.logger.get("run_name"):
+        args["run_name"] = cfg.logger.run_name
+    return TrainingArguments(**args)
+
+
+class VQAMetrics:
+    """`compute_metrics`: decodes generated answers and scores them against the bound split (official rules).
+
+    `predictions` keeps the decoded answers of the last evaluation, in the split's order.
+    """
+
+    def __init__(self, processor: VQAProcessor) -> None:
+        self.processor = processor
+        self.predictions: list[str] = []
+        self.bind([])
+
+    def bind(self, dataset: Dataset | list) -> None:
+        """Score against this split's rows (in evaluation order) from now on."""
+        columns = ("question_id", "answers", "answer_type", "question_type")
+        self.question_ids, self.answers, self.answer_types, self.question_types = (
+            (dataset[column] if len(dataset) else []) for column in columns
+        )
+
+    def decode(self, generated: np.ndarray) -> list[str]:
+        """(N, T) generated ids, padded with -100 by the evaluation loop -> answer strings."""
+        pad = self.processor.answer_tokenizer.pad_token_id
+        return self.processor.decode_answers(torch.from_numpy(np.where(generated < 0, pad, generated)))
+
+    def __call__(self, evaluation: EvalPrediction) -> dict[str, float]:
+        self.predictions = self.decode(evaluation.predictions)
+        if not self.answers or not self.answers[0]:
+            return {}  # a test split without answers: predictions only
+        accuracy = vqa_accuracy(
+            ScoredQuestion(qid, prediction, answers, str(answer_type), str(question_type))
+            for qid, prediction, answers, answer_type, question_type in zip(
+                self.question_ids,
+                self.predictions,
+                self.answers,
+                self.answer_types,
+                self.question_types,
+                strict=True,
+            )
+        )
+        metrics = {"vqa_accuracy": accuracy["overall"]}
+        for answer_type, value in accuracy["perAnswerType"].items():
+            metrics[f"vqa_accuracy_{metric_name(answer_type)}"] = value
+        return metrics
+
+
+def metric_name(text: str) -> str:
+    """'yes/no' -> 'yes_no': metric keys without path separators (TensorBoard and wandb treat '/' as a group)."""
+    return "".join(char if char.isalnum() else "_" for char in text)
+
+
+class VQATrainer(Trainer):
+    """The HF Trainer with image-grouped training batches and evaluation that generates answers.
+
+    Args:
+        processor: decodes generated answers for the metric.
+        group_by_image: sample the questions of an image together (see `ImageGroupedSampler`).
+        questions_per_image: the largest such group (None: all of an image's questions).
+        num_beams: 1 for greedy decoding during evaluation.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        processor: VQAProcessor,
+        group_by_image: bool = True,
+        questions_per_image: int | None = None,
+        num_beams: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.processor = processor
+        self.group_by_image = group_by_image
+        self.questions_per_image = questions_per_image
+        self.num_beams = num_beams
+        # Set before evaluation starts: the Trainer only generates predictions when compute_metrics exists.
+        self.compute_metrics = self.vqa_metrics = VQAMetrics(processor)
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_image:
+            return super()._get_train_sampler(dataset)
+        return ImageGroupedSampler(dataset["image_id"], self.questions_per_image, seed=self.args.seed)
+
+    def evaluation_loop(self, dataloader: Any, *args: Any, **kwargs: Any) -> Any:
+        # The metric needs the split's human answers: bind it to whichever split is being evaluated.
+        self.vqa_metrics.bind(dataloader.dataset)
+        return super().evaluation_loop(dataloader, *args, **kwargs)
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Teacher-forced loss (when labels exist) and, unless only the loss is wanted, generated answers."""
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        loss = None
+        with torch.no_grad():
+            if labels is not None:
+                with self.compute_loss_context_manager():
+                    loss = model(**inputs).loss.detach()
+            if prediction_loss_only:
+                return loss, None, None
+            generation_inputs = {key: inputs[key] for key in GENERATION_INPUTS if key in inputs}
+            with self.compute_loss_context_manager():
+                generated = self.accelerator.unwrap_model(model).generate(**generation_inputs, num_beams=self.num_beams)
+        return loss, generated, labels
