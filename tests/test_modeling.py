@@ -201,3 +201,23 @@ def test_gradient_checkpointing_gives_the_same_gradients(batch: dict[str, torch.
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, msg=name)
+
+
+def test_conditioned_bos_starts_as_plain_bos_and_learns(batch: dict[str, torch.Tensor]) -> None:
+    torch.manual_seed(0)
+    plain = VQAModel(VQAConfig.tiny(dropout=0.0)).eval()
+    conditioned = VQAModel(VQAConfig.tiny(dropout=0.0, conditioned_bos=True)).eval()
+    conditioned.load_state_dict(plain.state_dict(), strict=False)  # the new map stays at its zero init
+    torch.testing.assert_close(conditioned(**batch).logits, plain(**batch).logits)
+    conditioned.train()
+    conditioned(**batch).loss.backward()
+    assert conditioned.bos_conditioning.weight.grad.abs().sum() > 0
+
+
+def test_generate_with_conditioned_bos_equals_greedy_loop(batch: dict[str, torch.Tensor]) -> None:
+    torch.manual_seed(0)
+    model = memorise(VQAModel(VQAConfig.tiny(dropout=0.0, conditioned_bos=True)), batch)
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values")}
+    generated = model.generate(**inputs, max_new_tokens=6)
+    assert torch.equal(generated, greedy_without_cache(model, batch, max_new_tokens=6))
+    assert generated.tolist() == [[5, 6, EOS, PAD], [7, EOS, PAD, PAD], [8, 9, 10, EOS]]

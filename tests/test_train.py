@@ -65,7 +65,9 @@ def test_sweep_and_its_report(tmp_path: Path, environment: dict[str, str], capsy
     sweep_dir = tmp_path / "sweep"
     train(["-m", *FAST, "model.fusion=tokens,pooled", f"hydra.sweep.dir={sweep_dir}"], environment)
     assert sweep_report([str(sweep_dir)]) == 0
-    table = capsys.readouterr().out.splitlines()
+    output = capsys.readouterr().out.splitlines()
+    assert output[0].lower() == "common overrides: debug=fast trainer.args.disable_tqdm=true"
+    table = output[2:]
     assert table[0] == "| run | model.fusion | vqa_accuracy | acc_other | acc_yes_no |"
     assert table[2].startswith("| 0 | tokens | ") and table[3].startswith("| 1 | pooled | ")
     csv_lines = (sweep_dir / "report.csv").read_text().splitlines()

@@ -29,6 +29,7 @@ def tiny_model_and_processor(
     projection_layer_norm: bool = True,
     modality_embeddings: bool = True,
     vision_conv_stem: bool = True,
+    conditioned_bos: bool = True,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
     processor = VQAProcessor.train_tiny(
@@ -54,6 +55,7 @@ def tiny_model_and_processor(
         projection_layer_norm=projection_layer_norm,
         modality_embeddings=modality_embeddings,
         vision_conv_stem=vision_conv_stem,
+        conditioned_bos=conditioned_bos,
         max_answer_tokens=max_answer_length,
     )
     return VQAModel(config), processor

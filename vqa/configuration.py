@@ -24,6 +24,9 @@ class VQAConfig(PretrainedConfig):
         vision_conv_stem: replace the ViT's one-layer patch projection by a small convolutional stem of the same
             stride (Xiao et al. 2021, "Early convolutions help transformers see better"). For ViTs trained from
             scratch on little data; pretrained ViTs keep their own projection.
+        conditioned_bos: add a learned map (zero at init) of the mean fused encoder state to GPT-2's BOS embedding,
+            so the decoder's first queries already depend on the question and image. Without it, the first
+            layer's cross-attention query is the same for every example.
         freeze: a preset name (`nothing`, `encoders`, `text_encoder`, `image_encoder`, `decoder`, `all`) or a list
             of component names (see `vqa.freezing.COMPONENTS`).
         max_answer_tokens: default number of new tokens for `generate`.
@@ -45,6 +48,7 @@ class VQAConfig(PretrainedConfig):
         projection_layer_norm: bool = True,
         modality_embeddings: bool = True,
         vision_conv_stem: bool = False,
+        conditioned_bos: bool = False,
         freeze: str | list[str] = "nothing",
         max_answer_tokens: int = 8,
         **kwargs: Any,
@@ -61,6 +65,7 @@ class VQAConfig(PretrainedConfig):
         self.projection_layer_norm = projection_layer_norm
         self.modality_embeddings = modality_embeddings
         self.vision_conv_stem = vision_conv_stem
+        self.conditioned_bos = conditioned_bos
         self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
         self.max_answer_tokens = max_answer_tokens
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):

@@ -110,16 +110,21 @@ class VQAModel(PreTrainedModel):
             config.vision_config.hidden_size, decoder_width, config.projection_layer_norm
         )
         self.modality_embedding = nn.Embedding(2, decoder_width) if config.modality_embeddings else None
+        self.bos_conditioning = nn.Linear(decoder_width, decoder_width) if config.conditioned_bos else None
         self.frozen_components = resolve_freeze(config.freeze)
         self.post_init()
+        if self.bos_conditioning is not None:
+            # Zero at init: the decoder starts exactly as without it (a pretrained GPT-2 is not disturbed).
+            nn.init.zeros_(self.bos_conditioning.weight)
+            nn.init.zeros_(self.bos_conditioning.bias)
         if config.vision_conv_stem:
-            # The 3x3 convolutions get PyTorch's fan-in scaled init (the ViT's std-0.02 init would shrink activations
-            # at each unnormalised layer); the final 1x1 projection keeps the ViT's small init, so patch content
-            # starts at the scale of the position embeddings, as with the original projection.
-            stem = self.image_encoder.embeddings.patch_embeddings.projection
-            for layer in list(stem)[:-1]:
+            # He init for the stem (the ViT's std-0.02 init would shrink activations at each unnormalised layer),
+            # so that image content, not the position embeddings, dominates the patch tokens
+            # from the start: otherwise every image looks alike to the decoder and learning stalls on a plateau.
+            for layer in self.image_encoder.embeddings.patch_embeddings.projection:
                 if isinstance(layer, nn.Conv2d):
-                    layer.reset_parameters()
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
         apply_freeze(self, self.frozen_components)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -127,7 +132,6 @@ class VQAModel(PreTrainedModel):
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
-
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -284,7 +288,7 @@ class VQAModel(PreTrainedModel):
             input_ids, attention_mask, pixel_values, image_index
         )
         decoder_output = self.decoder(
-            input_ids=decoder_input_ids,
+            inputs_embeds=self.decoder_embeddings(decoder_input_ids, encoder_hidden_states, encoder_attention_mask),
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
@@ -299,6 +303,22 @@ class VQAModel(PreTrainedModel):
             cross_attentions=decoder_output.cross_attentions if output_attentions else None,
             encoder_attention_mask=encoder_attention_mask,
         )
+
+    def decoder_embeddings(
+        self,
+        decoder_input_ids: torch.LongTensor,
+        encoder_hidden_states: torch.FloatTensor,
+        encoder_attention_mask: torch.LongTensor,
+    ) -> torch.FloatTensor:
+        """GPT-2 token embeddings (B, T, Hd) of `decoder_input_ids`; with `conditioned_bos`, position 0 (BOS) also
+        gets a learned map of the masked mean of the fused encoder states (B, S, Hd)."""
+        embeddings = self.decoder.get_input_embeddings()(decoder_input_ids)
+        if self.bos_conditioning is None:
+            return embeddings
+        weights = encoder_attention_mask.unsqueeze(-1).to(encoder_hidden_states.dtype)  # (B, S, 1)
+        summary = (encoder_hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, Hd)
+        start = embeddings[:, :1] + self.bos_conditioning(summary).unsqueeze(1).to(embeddings.dtype)
+        return torch.cat([start, embeddings[:, 1:]], dim=1)
 
     def decoder_inputs_from_labels(self, labels: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
         """(B, T) labels `answer EOS` (-100 padded) -> decoder_input_ids `BOS answer` and its attention mask."""
@@ -339,7 +359,7 @@ class VQAModel(PreTrainedModel):
         config = self.config.decoder_config
         bos = input_ids.new_full((input_ids.shape[0], 1), config.bos_token_id)
         sequences = self.decoder.generate(
-            input_ids=bos,
+            inputs_embeds=self.decoder_embeddings(bos, encoder_hidden_states, encoder_attention_mask),
             attention_mask=torch.ones_like(bos),
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
@@ -352,7 +372,7 @@ class VQAModel(PreTrainedModel):
             pad_token_id=config.pad_token_id,
             **generate_kwargs,
         )
-        answers = sequences[:, 1:]
+        answers = sequences  # from `inputs_embeds`, generate returns the new tokens only
         # Beam search fills finished rows with EOS, greedy with pad: make every row `answer EOS pad...`.
         is_eos = (answers == config.eos_token_id).long()
         after_first_eos = (is_eos.cumsum(dim=1) - is_eos) > 0

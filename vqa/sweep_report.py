@@ -2,7 +2,8 @@
 
     python -m vqa.sweep_report multirun/2026-11-21/10-00-00 [--csv table.csv]
 
-Each run folder contributes one row: its overrides (from `.hydra/overrides.yaml`) and its `metrics.json`
+Each run folder contributes one row: the overrides that differ between runs (from `.hydra/overrides.yaml`; the
+ones all runs share are listed above the table) and its `metrics.json`
 (`vqa_accuracy` and the per-answer-type accuracies). Runs without metrics (failed or unfinished) are listed with
 empty metric cells and counted, not dropped.
 """
@@ -78,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"error: {args.sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
         return 2
-    columns = ["run", *override_columns, *metric_columns]
+    # Overrides shared by every run (the sweep's fixed settings) go above the table, not into a column.
+    varying = [key for key in override_columns if len({str(row.get(key)) for row in rows}) > 1]
+    common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
+    if common:
+        print(f"common overrides: {' '.join(common)}\n")
+    columns = ["run", *varying, *metric_columns]
     print(markdown_table(rows, columns))
     unfinished = sum("vqa_accuracy" not in row for row in rows)
     if unfinished:

@@ -42,7 +42,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.{error}") from None
     if cfg.model.fusion not in FUSIONS:
         raise ConfigError(f"model.fusion: got {cfg.model.fusion!r}, expected one of {', '.join(FUSIONS)}")
-    if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):
+    # keys(): `in` on a DictConfig is False for a missing (???) value.
+    if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):  # noqa: SIM118
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
     args = cfg.trainer.args
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
