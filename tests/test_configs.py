@@ -48,7 +48,11 @@ def test_book_experiment_is_the_textbook_setup() -> None:
 
 @pytest.mark.parametrize(
     ("group", "option"),
-    [(group, option) for group in ("model", "data", "trainer", "logger", "debug") for option in options(group)],
+    [
+        (group, option)
+        for group in ("model", "data", "trainer", "logger", "debug", "hparams_search")
+        for option in options(group)
+    ],
 )
 def test_every_group_option_composes(group: str, option: str) -> None:
     cfg = composed(f"{group}={option}", "data.root=/data/vqa" if option == "vqa_v2" else "seed=0")
@@ -72,6 +76,13 @@ def test_wrong_settings_fail_with_one_line(overrides: list[str], message: str) -
     with pytest.raises(ConfigError) as error:
         validate_config(composed(*overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_hparams_search_is_a_multirun_grid() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=["hparams_search=lr_grid"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.hydra.sweeper.params["trainer.args.learning_rate"] == "1.0e-4,3.0e-4,5.0e-4"
 
 
 def test_unknown_experiment_is_a_composition_error() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from omegaconf import DictConfig, OmegaConf
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, PreTrainedModel, Trainer, TrainingArguments
 
 from vqa.configuration import FUSIONS
 from vqa.freezing import resolve_freeze
@@ -131,6 +132,16 @@ def metric_name(text: str) -> str:
     return "".join(char if char.isalnum() else "_" for char in text)
 
 
+def load_checkpoint_weights(model: PreTrainedModel, folder: Path) -> None:
+    """Load a Trainer checkpoint's weights into `model` through `from_pretrained`, every key accounted for.
+
+    `from_pretrained` maps the legacy key names that `save_pretrained` writes (ViT's `encoder.layer.N...`) to the
+    module names of the installed transformers; a plain `load_state_dict` of the file does not.
+    """
+    loaded = type(model).from_pretrained(folder)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+
+
 class VQATrainer(Trainer):
     """The HF Trainer with image-grouped training batches and evaluation that generates answers.
 
@@ -163,6 +174,11 @@ class VQATrainer(Trainer):
         if not self.group_by_image:
             return super()._get_train_sampler(dataset)
         return ImageGroupedSampler(dataset["image_id"], self.questions_per_image, seed=self.args.seed)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        # transformers 5.23's Trainer loads the checkpoint file with a plain load_state_dict: the ViT weights, saved
+        # under legacy names, match nothing, it only warns, and the run goes on from a random image encoder.
+        load_checkpoint_weights(model if model is not None else self.model, Path(resume_from_checkpoint))
 
     def evaluation_loop(self, dataloader: Any, *args: Any, **kwargs: Any) -> Any:
         # The metric needs the split's human answers: bind it to whichever split is being evaluated.
