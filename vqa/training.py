@@ -92,14 +92,17 @@ class VQAMetrics:
     def __init__(self, processor: VQAProcessor) -> None:
         self.processor = processor
         self.predictions: list[str] = []
-        self.bind([])
+        self.question_ids: list[int] = []
+        self.answers: list[list[str]] = []
+        self.answer_types: list[str | None] = []
+        self.question_types: list[str | None] = []
 
-    def bind(self, dataset: Dataset | list) -> None:
+    def bind(self, dataset: Dataset) -> None:
         """Score against this split's rows (in evaluation order) from now on."""
-        columns = ("question_id", "answers", "answer_type", "question_type")
-        self.question_ids, self.answers, self.answer_types, self.question_types = (
-            (dataset[column] if len(dataset) else []) for column in columns
-        )
+        self.question_ids = dataset["question_id"]
+        self.answers = dataset["answers"]
+        self.answer_types = dataset["answer_type"]
+        self.question_types = dataset["question_type"]
 
     def decode(self, generated: np.ndarray) -> list[str]:
         """(N, T) generated ids, padded with -100 by the evaluation loop -> answer strings."""

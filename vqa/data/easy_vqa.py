@@ -15,7 +15,7 @@ import easy_vqa
 from datasets import Dataset, DatasetDict
 
 from vqa.data.cache import cached_build
-from vqa.data.images import POLICIES, MissingImagePolicy, check_images
+from vqa.data.images import MissingImagePolicy, check_images, validate_policy
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, empty_columns, stored_dataset, with_image_column
 from vqa.data.splits import split_by_image
 
@@ -88,8 +88,7 @@ def _build_split(split: str, options: EasyVQAOptions) -> tuple[Dataset, dict[str
 def build_easy_vqa(cache_dir: str | Path, options: EasyVQAOptions | None = None) -> DatasetDict:
     """Build (or load from `cache_dir`) easy-VQA's `train`, `validation` and `test` splits."""
     options = options or EasyVQAOptions()
-    if options.missing_images not in POLICIES:
-        raise DataError(f"missing_images: got {options.missing_images!r}, expected one of {', '.join(POLICIES)}")
+    validate_policy(options.missing_images)
     built = {}
     for split in ("train", "test"):
         key = {

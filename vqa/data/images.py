@@ -28,14 +28,19 @@ class ImageCheck:
         return set(self.missing) | set(self.corrupt)
 
 
+def validate_policy(policy: str) -> None:
+    """Raises DataError unless `policy` is one of POLICIES (checked before any file is read)."""
+    if policy not in POLICIES:
+        raise DataError(f"missing_images: got {policy!r}, expected one of {', '.join(POLICIES)}")
+
+
 def check_images(paths: Mapping[int, Path], policy: MissingImagePolicy) -> ImageCheck:
     """Stat each image and read its header (format and size only; pixels are not decoded).
 
     Raises:
         DataError: under policy `error`, naming the first missing (or else the first corrupt) file and the counts.
     """
-    if policy not in POLICIES:
-        raise DataError(f"missing_images: got {policy!r}, expected one of {', '.join(POLICIES)}")
+    validate_policy(policy)
     result = ImageCheck()
     for image_id in tqdm(sorted(paths), desc="checking images", unit="img", mininterval=2.0, disable=None):
         path = paths[image_id]

@@ -24,7 +24,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from vqa.data.cache import cached_build, file_signature
-from vqa.data.images import POLICIES, MissingImagePolicy, check_images
+from vqa.data.images import POLICIES, MissingImagePolicy, check_images, validate_policy
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, empty_columns, stored_dataset, with_image_column
 from vqa.data.splits import split_by_image
 
@@ -68,8 +68,7 @@ class BuildOptions:
                 raise DataError(f"{name}: got {value}, expected a positive number or None")
         if self.min_agreement is not None and not 1 <= self.min_agreement <= ANSWERS_PER_QUESTION:
             raise DataError(f"min_agreement: got {self.min_agreement}, expected 1..{ANSWERS_PER_QUESTION} or None")
-        if self.missing_images not in POLICIES:
-            raise DataError(f"missing_images: got {self.missing_images!r}, expected one of {', '.join(POLICIES)}")
+        validate_policy(self.missing_images)
 
 
 @dataclass
