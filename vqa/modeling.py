@@ -31,12 +31,14 @@ class VQAModelOutput(ModelOutput):
         loss: scalar, cross-entropy over answer tokens and EOS (when `labels` are given).
         logits: (B, T, V) next-token scores at every decoder position.
         cross_attentions: one (B, heads, T, S) tensor per decoder layer, when `output_attentions=True`.
+        decoder_attentions: one (B, heads, T, T) causal self-attention tensor per decoder layer, likewise.
         encoder_attention_mask: (B, S) 1 for the fused encoder positions the decoder may attend to.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
     encoder_attention_mask: torch.LongTensor | None = None
 
 
@@ -271,7 +273,7 @@ class VQAModel(PreTrainedModel):
             decoder_input_ids: (B, T) `BOS answer`, right-padded. Built from `labels` when omitted.
             decoder_attention_mask: (B, T) 1 for real decoder positions. Built from `labels` when omitted.
             labels: (B, T) `answer EOS` aligned with the logits, -100 on padding.
-            output_attentions: return cross-attention weights (needs eager attention).
+            output_attentions: return the decoder's cross- and self-attention weights (needs eager attention).
             num_items_in_batch: number of label tokens over all micro-batches of an optimizer step (passed by the
                 Trainer); the loss is then the token sum divided by it.
         """
@@ -301,6 +303,7 @@ class VQAModel(PreTrainedModel):
             loss=loss,
             logits=logits,
             cross_attentions=decoder_output.cross_attentions if output_attentions else None,
+            decoder_attentions=decoder_output.attentions if output_attentions else None,
             encoder_attention_mask=encoder_attention_mask,
         )
 
@@ -394,3 +397,14 @@ def answer_loss(
     count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
     # clamp: a batch with no label tokens gives a zero loss rather than NaN.
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
+
+
+def labels_from_answers(answer_ids: torch.LongTensor, eos_token_id: int) -> torch.LongTensor:
+    """(B, N) generated answers (as from `VQAModel.generate`) -> labels `answer EOS`, -100 after the first EOS.
+
+    Feeding them back as `labels` replays the generation teacher-forced: decoder position t reads the same prefix
+    that produced token t. Rows without EOS (cut at the length limit) are kept whole. Pad may equal EOS (GPT-2).
+    """
+    is_eos = (answer_ids == eos_token_id).long()
+    after_first_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
+    return answer_ids.masked_fill(after_first_eos, -100)
