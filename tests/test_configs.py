@@ -70,6 +70,7 @@ def test_every_group_option_composes(group: str, option: str) -> None:
         (["trainer.args.per_device_eval_batch_size=-4"], "per_device_eval_batch_size: got -4"),
         (["trainer.args.learning_rate=0"], "learning_rate: got 0"),
         (["eval_split=dev"], "eval_split: got 'dev'"),
+        (["feature_cache.dtype=int8"], "feature_cache.dtype: got 'int8', expected float16 or float32"),
     ],
 )
 def test_wrong_settings_fail_with_one_line(overrides: list[str], message: str) -> None:

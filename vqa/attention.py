@@ -131,18 +131,6 @@ def encoder_rollout(attentions: torch.Tensor) -> torch.Tensor:
     return rollout
 
 
-def patch_grid(model: VQAModel) -> tuple[int, int]:
-    """(rows, cols) of the image encoder's patch grid, from its config."""
-    vision = model.config.vision_config
-    height, width = _pair(vision.image_size)
-    patch_height, patch_width = _pair(vision.patch_size)
-    return height // patch_height, width // patch_width
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
 @contextmanager
 def eager_attention(model: VQAModel) -> Iterator[None]:
     """Eager attention in the decoder and both encoders inside the block; their previous implementations after it."""
@@ -202,7 +190,7 @@ def explain_batch(
     cross = _stacked(output.cross_attentions)  # (B, L, H, N, Lq_max + 1 + P)
     decoder_self = _stacked(output.decoder_attentions)  # (B, L, H, N, N)
     text_self, image_self = _stacked(text.attentions), _stacked(image.attentions)  # (B, Lt, H, Lq_max, Lq_max) ...
-    rows, cols = patch_grid(model)
+    rows, cols = model.config.patch_grid
     question_length = batch["input_ids"].shape[1]
     if cross.shape[-1] != question_length + 1 + rows * cols:
         raise ValueError(

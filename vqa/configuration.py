@@ -76,6 +76,13 @@ class VQAConfig(PretrainedConfig):
 
         resolve_freeze(self.freeze)
 
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the image encoder's patch grid."""
+        height, width = _pair(self.vision_config.image_size)
+        patch_height, patch_width = _pair(self.vision_config.patch_size)
+        return height // patch_height, width // patch_width
+
     @classmethod
     def tiny(
         cls,
@@ -139,3 +146,7 @@ def _as_config(value: PretrainedConfig | dict[str, Any] | None, config_class: ty
     if not isinstance(value, config_class):
         raise TypeError(f"expected a {config_class.__name__} or dict, got {type(value).__name__}")
     return value
+
+
+def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

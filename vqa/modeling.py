@@ -200,29 +200,46 @@ class VQAModel(PreTrainedModel):
 
     def encode(
         self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.LongTensor,
-        pixel_values: torch.FloatTensor,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.LongTensor | None,
+        pixel_values: torch.FloatTensor | None,
         image_index: torch.LongTensor | None = None,
+        question_features: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
     ) -> tuple[torch.FloatTensor, torch.LongTensor]:
-        """Run both encoders and fuse their outputs into the decoder's cross-attention keys.
+        """Run both encoders (or take their cached outputs) and fuse them into the decoder's cross-attention keys.
 
         Args:
-            input_ids: (B, Lq) question token ids.
+            input_ids: (B, Lq) question token ids; None with `question_features`.
             attention_mask: (B, Lq) 1 for question tokens, 0 for padding.
-            pixel_values: (B, 3, H, W) preprocessed images, or (N, 3, H, W) distinct images with `image_index`.
-            image_index: (B,) row of `pixel_values` for each question. Each distinct image is encoded once and
-                its states are repeated for its questions (image-grouped batches).
+            pixel_values: (B, 3, H, W) preprocessed images, or (N, 3, H, W) distinct images with `image_index`;
+                None with `image_features`.
+            image_index: (B,) row of `pixel_values` (or `image_features`) for each question. Each distinct image is
+                encoded once and its states are repeated for its questions (image-grouped batches).
+            question_features: (B, Lq, Ht) the text encoder's cached `last_hidden_state` (see `vqa.feature_cache`).
+            image_features: (N, 1 + P, Hv) the image encoder's cached `last_hidden_state`.
 
         Returns:
             encoder_hidden_states (B, S, Hd) and encoder_attention_mask (B, S), S = Lq + 1 + P for `tokens` fusion
             and 1 for `pooled` fusion.
         """
-        with self._encoder_context("text_encoder"):
-            text_states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        with self._encoder_context("image_encoder"):
-            pixel_values = pixel_values.to(self.image_encoder.dtype)
-            image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state  # (N, 1 + P, Hv)
+        if attention_mask is None:
+            raise ValueError("attention_mask (B, Lq) is required: it marks the question tokens")
+        if (input_ids is None) == (question_features is None):
+            raise ValueError("give exactly one of input_ids and question_features")
+        if (pixel_values is None) == (image_features is None):
+            raise ValueError("give exactly one of pixel_values and image_features")
+        if question_features is None:
+            with self._encoder_context("text_encoder"):
+                text_states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            text_states = question_features.to(self.text_projection.linear.weight.dtype)
+        if image_features is None:
+            with self._encoder_context("image_encoder"):
+                pixel_values = pixel_values.to(self.image_encoder.dtype)
+                image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state  # (N, 1 + P, Hv)
+        else:
+            image_states = image_features.to(self.image_projection.linear.weight.dtype)
         if self.config.fusion == "pooled":
             image_states = image_states if image_index is None else image_states[image_index]
             return self._pool_and_average(text_states, attention_mask, image_states)
@@ -254,15 +271,17 @@ class VQAModel(PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.LongTensor,
-        pixel_values: torch.FloatTensor,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
         image_index: torch.LongTensor | None = None,
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         output_attentions: bool = False,
         num_items_in_batch: int | torch.Tensor | None = None,
+        question_features: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
     ) -> VQAModelOutput:
         """Teacher-forced decoding of the answer.
 
@@ -276,6 +295,8 @@ class VQAModel(PreTrainedModel):
             output_attentions: return the decoder's cross- and self-attention weights (needs eager attention).
             num_items_in_batch: number of label tokens over all micro-batches of an optimizer step (passed by the
                 Trainer); the loss is then the token sum divided by it.
+            question_features, image_features: cached encoder outputs that replace `input_ids` / `pixel_values`
+                (see `encode`).
         """
         if output_attentions and self.decoder.config._attn_implementation != "eager":
             raise ValueError(
@@ -287,7 +308,7 @@ class VQAModel(PreTrainedModel):
                 raise ValueError("forward needs decoder_input_ids or labels")
             decoder_input_ids, decoder_attention_mask = self.decoder_inputs_from_labels(labels)
         encoder_hidden_states, encoder_attention_mask = self.encode(
-            input_ids, attention_mask, pixel_values, image_index
+            input_ids, attention_mask, pixel_values, image_index, question_features, image_features
         )
         decoder_output = self.decoder(
             inputs_embeds=self.decoder_embeddings(decoder_input_ids, encoder_hidden_states, encoder_attention_mask),
@@ -335,12 +356,14 @@ class VQAModel(PreTrainedModel):
     @torch.no_grad()
     def generate(
         self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.LongTensor,
-        pixel_values: torch.FloatTensor,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
         image_index: torch.LongTensor | None = None,
         max_new_tokens: int | None = None,
         num_beams: int = 1,
+        question_features: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
         **generate_kwargs: Any,
     ) -> torch.LongTensor:
         """Write answers: the encoders run once, then GPT-2 decodes with its KV cache (greedy or beam search).
@@ -351,16 +374,17 @@ class VQAModel(PreTrainedModel):
             image_index: (B,) row of `pixel_values` for each question (see `encode`).
             max_new_tokens: answer length limit, EOS included (default `config.max_answer_tokens`).
             num_beams: 1 for greedy decoding.
+            question_features, image_features: cached encoder outputs (see `encode`).
             generate_kwargs: passed to `GenerationMixin.generate` (e.g. `length_penalty`).
 
         Returns:
             (B, N) answer token ids without BOS; rows end at EOS and are padded with the pad id after it.
         """
         encoder_hidden_states, encoder_attention_mask = self.encode(
-            input_ids, attention_mask, pixel_values, image_index
+            input_ids, attention_mask, pixel_values, image_index, question_features, image_features
         )
         config = self.config.decoder_config
-        bos = input_ids.new_full((input_ids.shape[0], 1), config.bos_token_id)
+        bos = attention_mask.new_full((attention_mask.shape[0], 1), config.bos_token_id)
         sequences = self.decoder.generate(
             inputs_embeds=self.decoder_embeddings(bos, encoder_hidden_states, encoder_attention_mask),
             attention_mask=torch.ones_like(bos),

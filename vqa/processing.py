@@ -181,21 +181,36 @@ class VQACollator:
     Args:
         answer_column: the training target; `multiple_choice_answer` is the most common of the ten human answers.
         with_labels: False to leave labels out; rows without an answer (test splits) never get them.
+        features: cached encoder outputs by component (`vqa.feature_cache.build_lookups`): with `text_encoder`,
+            batches carry `question_features` instead of `input_ids`; with `image_encoder`, `image_features`
+            (N, 1 + P, Hv) of the distinct images instead of `pixel_values`, and no image is decoded.
     """
 
     processor: VQAProcessor
     answer_column: str = "multiple_choice_answer"
     with_labels: bool = True
+    features: dict[str, Any] | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = self.processor.encode_questions([row["question"] for row in rows])
+        features = self.features or {}
+        questions = [row["question"] for row in rows]
+        if "text_encoder" in features:
+            question_features, attention_mask = features["text_encoder"].stack(questions)
+            # attention_mask first: the Trainer reads the batch size from the first tensor.
+            batch = {"attention_mask": attention_mask, "question_features": question_features}
+        else:
+            batch = self.processor.encode_questions(questions)
         images = [row["image"] for row in rows]
         if all(isinstance(image, dict) for image in images):
             distinct: dict[str, int] = {}
             image_index = [distinct.setdefault(_image_key(image), len(distinct)) for image in images]
-            decoded = [_decode(key) for key in distinct]
-            batch["pixel_values"] = self.processor.encode_images(decoded)
+            if "image_encoder" in features:
+                batch["image_features"] = features["image_encoder"].stack(list(distinct))[0]
+            else:
+                batch["pixel_values"] = self.processor.encode_images([_decode(key) for key in distinct])
             batch["image_index"] = torch.tensor(image_index)
+        elif "image_encoder" in features:
+            raise ValueError("image: cached image features need undecoded images (paths); got decoded images")
         else:
             batch["pixel_values"] = self.processor.encode_images(images)
         # Test splits have no answers: their batches carry no labels.

@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vqa.processing import VQACollator
+from vqa.feature_cache import CACHEABLE, FeatureLookup, build_lookups
+from vqa.processing import VQACollator, VQAProcessor
 from vqa.run_outputs import official_results, run_card, write_json
 from vqa.training import VQATrainer, for_training, training_arguments, validate_config
 
@@ -44,6 +45,21 @@ def configure_wandb(cfg: DictConfig, run_dir: Path) -> None:
     os.environ.setdefault("WANDB_PROJECT", cfg.logger.get("project", "vqa"))
 
 
+def cached_features(
+    cfg: DictConfig, model: torch.nn.Module, processor: VQAProcessor, splits: dict[str, Dataset]
+) -> dict[str, FeatureLookup] | None:
+    """Feature stores for the frozen encoders over the splits the run reads, when `feature_cache.enabled`."""
+    if not cfg.feature_cache.enabled or not set(CACHEABLE) & model.frozen_components:
+        return None
+    used = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
+    lookups = build_lookups(
+        model, processor, [splits[name] for name in used], cfg.feature_cache.dir, cfg.feature_cache.dtype
+    )
+    for component, lookup in lookups.items():
+        logger.info("feature cache: %s, %.1f MiB in %s", component, lookup.size_bytes / 2**20, cfg.feature_cache.dir)
+    return lookups
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train and evaluate as configured; returns the final VQA accuracy (for sweeps and optimisers)."""
     start = time.perf_counter()
@@ -61,17 +77,20 @@ def run(cfg: DictConfig) -> float | None:
     model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
 
+    collator = VQACollator(processor)
     trainer = VQATrainer(
         model=model,
         args=training_arguments(cfg, str(run_dir)),
         train_dataset=for_training(splits["train"]),
         eval_dataset=for_training(splits[cfg.eval_split]),
-        data_collator=VQACollator(processor),
+        data_collator=collator,
         processor=processor,
         group_by_image=cfg.trainer.group_by_image,
         questions_per_image=cfg.trainer.questions_per_image,
         num_beams=cfg.trainer.num_beams,
     )
+    # After the Trainer has put the model on its device, so that the encoders run there once.
+    collator.features = cached_features(cfg, trainer.model, processor, splits)
     train_output = trainer.train(resume_from_checkpoint=True if cfg.get("resume") else None)
     parameters_in_sync = ranks_agree_on_parameters(trainer.model)
 
@@ -100,6 +119,10 @@ def run(cfg: DictConfig) -> float | None:
             write_json(run_dir / "predictions.json", official_results(splits[cfg.final_split], answers))
         card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, train_output.metrics, trainer.args.world_size)
         card["parameters_identical_across_ranks"] = parameters_in_sync
+        card["feature_cache"] = {
+            component: {"bytes": lookup.size_bytes, "folders": [str(store.folder) for store in lookup.stores]}
+            for component, lookup in (collator.features or {}).items()
+        }
         write_json(run_dir / "run_card.json", card)
         if answers and "wandb" in cfg.logger.report_to:
             log_sample_predictions(splits[cfg.final_split], answers, cfg.logger.get("sample_predictions", 32))
@@ -142,5 +165,9 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
     lines += [
         f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)",
         f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}",
+    ]
+    lines += [
+        f"feature cache     {component}: {cache['bytes'] / 2**20:.1f} MiB in {len(cache['folders'])} split folders"
+        for component, cache in card.get("feature_cache", {}).items()
     ]
     print("\n".join(lines), flush=True)

@@ -26,7 +26,14 @@ from vqa.sampling import ImageGroupedSampler
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "validation", "test")  # what every `data` target returns
-GENERATION_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_index")
+GENERATION_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "image_index",
+    "question_features",
+    "image_features",
+)
 
 
 class ConfigError(ValueError):
@@ -57,6 +64,8 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{name}: got {cfg[name]!r}, expected one of {', '.join(SPLIT_NAMES)}")
     if cfg.trainer.questions_per_image is not None and cfg.trainer.questions_per_image < 1:
         raise ConfigError(f"trainer.questions_per_image: got {cfg.trainer.questions_per_image}, expected >= 1 or null")
+    if cfg.feature_cache.dtype not in ("float16", "float32"):
+        raise ConfigError(f"feature_cache.dtype: got {cfg.feature_cache.dtype!r}, expected float16 or float32")
 
 
 def for_training(dataset: Dataset) -> Dataset:

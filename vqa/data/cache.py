@@ -52,20 +52,29 @@ def cached_build(
     final = cache_dir / f"{name}-{fingerprint(key)}"
     if not final.is_dir():
         dataset, report = build()
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = cache_dir / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-        try:
+
+        def write(staging: Path) -> None:
             dataset.save_to_disk(str(staging))
             (staging / REPORT_FILE).write_text(json.dumps({"key": key, **report}, indent=2))
-            os.rename(staging, final)
-        except OSError:
-            if not final.is_dir():  # a concurrent build (another rank) publishing first is fine; anything else is not
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        publish_folder(final, write)
         logger.info("built %s", final)
     else:
         logger.info("loaded %s from cache", final)
     report = json.loads((final / REPORT_FILE).read_text())
     report.pop("key", None)
     return load_from_disk(str(final)), report, final
+
+
+def publish_folder(final: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(staging)` on a temporary folder beside `final`, then rename it to `final` in one step."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        write(staging)
+        os.rename(staging, final)
+    except OSError:
+        if not final.is_dir():  # a concurrent build (another rank) publishing first is fine; anything else is not
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
