@@ -8,7 +8,7 @@ EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint format clean
+.PHONY: install train test lint format bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Throughput (training, generation, data) and the VQA v2 index build; JSON in benchmarks/results/ and a table.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py $(ARGS)
+	$(BIN)/python benchmarks/data_index.py --out benchmarks/results/data_index.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

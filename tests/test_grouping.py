@@ -77,6 +77,15 @@ def test_grouped_loss_equals_ungrouped(fusion: str) -> None:
     grouped = model(**dict(batch, pixel_values=distinct, image_index=image_index))
     torch.testing.assert_close(grouped.loss, ungrouped.loss)
     torch.testing.assert_close(grouped.logits, ungrouped.logits)
+    # The same gradients too: with tokens fusion the grouped path shares GPT-2's cross-attention keys and values.
+    gradients = []
+    for output in (ungrouped, grouped):
+        model.zero_grad()
+        output.loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys() and any("crossattention.c_attn" in name for name in gradients[0])
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, msg=name)
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
     assert torch.equal(
         model.generate(**inputs, pixel_values=distinct, image_index=image_index),

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DistilBertModel, GPT2LMHeadModel, PreTrainedModel, ViTModel
+from transformers import DistilBertModel, DynamicCache, EncoderDecoderCache, GPT2LMHeadModel, PreTrainedModel, ViTModel
 from transformers.utils import ModelOutput
 
 from vqa.configuration import VQAConfig
@@ -223,6 +223,24 @@ class VQAModel(PreTrainedModel):
             encoder_hidden_states (B, S, Hd) and encoder_attention_mask (B, S), S = Lq + 1 + P for `tokens` fusion
             and 1 for `pooled` fusion.
         """
+        text_states, image_states = self._encoder_states(
+            input_ids, attention_mask, pixel_values, question_features, image_features
+        )
+        if self.config.fusion == "pooled":
+            image_states = image_states if image_index is None else image_states[image_index]
+            return self._pool_and_average(text_states, attention_mask, image_states)
+        text_keys, image_keys = self._fusion_keys(text_states, image_states)
+        return self._concatenate(text_keys, image_keys, attention_mask, image_index)
+
+    def _encoder_states(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.LongTensor | None,
+        pixel_values: torch.FloatTensor | None,
+        question_features: torch.FloatTensor | None,
+        image_features: torch.FloatTensor | None,
+    ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
+        """The encoders' `last_hidden_state`s (or the cached ones): (B, Lq, Ht) and (N, 1 + P, Hv)."""
         if attention_mask is None:
             raise ValueError("attention_mask (B, Lq) is required: it marks the question tokens")
         if (input_ids is None) == (question_features is None):
@@ -237,21 +255,59 @@ class VQAModel(PreTrainedModel):
         if image_features is None:
             with self._encoder_context("image_encoder"):
                 pixel_values = pixel_values.to(self.image_encoder.dtype)
-                image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state  # (N, 1 + P, Hv)
+                image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state
         else:
             image_states = image_features.to(self.image_projection.linear.weight.dtype)
-        if self.config.fusion == "pooled":
-            image_states = image_states if image_index is None else image_states[image_index]
-            return self._pool_and_average(text_states, attention_mask, image_states)
-        text_keys = self.text_projection(text_states)  # (B, Lq, Hd)
-        image_keys = self.image_projection(image_states)  # (N, 1 + P, Hd): projected before repeating
-        if image_index is not None:
-            image_keys = image_keys[image_index]  # (B, 1 + P, Hd)
+        return text_states, image_states
+
+    def _fusion_keys(
+        self, text_states: torch.FloatTensor, image_states: torch.FloatTensor
+    ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
+        """Project each modality to the decoder width (+ its modality embedding): (B, Lq, Hd), (N, 1 + P, Hd)."""
+        text_keys = self.text_projection(text_states)
+        image_keys = self.image_projection(image_states)  # projected before repeating for the image's questions
         if self.modality_embedding is not None:
             text_keys = text_keys + self.modality_embedding.weight[TEXT]
             image_keys = image_keys + self.modality_embedding.weight[IMAGE]
+        return text_keys, image_keys
+
+    @staticmethod
+    def _concatenate(
+        text_keys: torch.FloatTensor,
+        image_keys: torch.FloatTensor,
+        attention_mask: torch.LongTensor,
+        image_index: torch.LongTensor | None,
+    ) -> tuple[torch.FloatTensor, torch.LongTensor]:
+        """(B, Lq, Hd) and (N, 1 + P, Hd) -> the fused (B, S, Hd) sequence and its (B, S) mask."""
+        if image_index is not None:
+            image_keys = image_keys[image_index]  # (B, 1 + P, Hd)
         image_mask = attention_mask.new_ones(image_keys.shape[:2])
         return torch.cat([text_keys, image_keys], dim=1), torch.cat([attention_mask, image_mask], dim=1)
+
+    def _shared_cross_attention_cache(
+        self, text_keys: torch.FloatTensor, image_keys: torch.FloatTensor, image_index: torch.LongTensor
+    ) -> EncoderDecoderCache:
+        """GPT-2's cross-attention keys and values, with each distinct image's computed once and then repeated.
+
+        Each GPT-2 block projects the fused sequence to keys and values (`c_attn`), position by position; over the
+        B x (1 + P) repeated image positions of an image-grouped batch that projection dominates training time. It
+        is applied here to the N distinct images only, and GPT-2 reads the result as an already-filled
+        cross-attention cache (as in generation, where it is filled once per answer). Gradients flow through it.
+
+        Returns:
+            a cache whose cross-attention part holds, per layer, (B, heads, S, head_dim) keys and values.
+        """
+        cross_attention = DynamicCache()
+        for layer, block in enumerate(self.decoder.transformer.h):
+            attention = block.crossattention
+            keys_values = torch.cat([attention.c_attn(text_keys), attention.c_attn(image_keys)[image_index]], dim=1)
+            keys, values = keys_values.split(attention.split_size, dim=2)  # (B, S, Hd) each
+            shape = (*keys.shape[:-1], -1, attention.head_dim)
+            cross_attention.update(keys.view(shape).transpose(1, 2), values.view(shape).transpose(1, 2), layer)
+        cache = EncoderDecoderCache(DynamicCache(), cross_attention)
+        for layer in range(len(self.decoder.transformer.h)):
+            cache.is_updated[layer] = True  # GPT-2 then reads these instead of projecting the fused sequence
+        return cache
 
     def _pool_and_average(
         self,
@@ -307,14 +363,26 @@ class VQAModel(PreTrainedModel):
             if labels is None:
                 raise ValueError("forward needs decoder_input_ids or labels")
             decoder_input_ids, decoder_attention_mask = self.decoder_inputs_from_labels(labels)
-        encoder_hidden_states, encoder_attention_mask = self.encode(
-            input_ids, attention_mask, pixel_values, image_index, question_features, image_features
-        )
+        cross_attention_cache = None
+        if self.config.fusion == "tokens" and image_index is not None:
+            text_states, image_states = self._encoder_states(
+                input_ids, attention_mask, pixel_values, question_features, image_features
+            )
+            text_keys, image_keys = self._fusion_keys(text_states, image_states)
+            encoder_hidden_states, encoder_attention_mask = self._concatenate(
+                text_keys, image_keys, attention_mask, image_index
+            )
+            cross_attention_cache = self._shared_cross_attention_cache(text_keys, image_keys, image_index)
+        else:
+            encoder_hidden_states, encoder_attention_mask = self.encode(
+                input_ids, attention_mask, pixel_values, image_index, question_features, image_features
+            )
         decoder_output = self.decoder(
             inputs_embeds=self.decoder_embeddings(decoder_input_ids, encoder_hidden_states, encoder_attention_mask),
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
+            past_key_values=cross_attention_cache,
             output_attentions=output_attentions,
             use_cache=False,
         )

@@ -1,0 +1,352 @@
+"""Benchmark: training samples/s, answer generation answers/s, data pipeline images/s, side by side in one run.
+
+Random-init weights on real easy-VQA data, through the real collator, DataLoader and model (a plain training loop:
+forward, backward, AdamW step), so each setting differs in one thing only:
+
+- training, freeze=nothing: random batches vs image-grouped batches (each image encoded once per batch);
+- training, freeze=encoders (grouped): encoders run every step vs read from the feature cache;
+- generation: batched greedy decoding with the KV cache (`VQAModel.generate`) vs a per-question greedy loop
+  without a cache (the textbook's evaluation), on the same questions; their answers are compared;
+- data: images decoded and preprocessed per second by the collator in DataLoader workers; peak memory.
+
+On a GPU (`--device cuda`) training runs under bf16 autocast with SDPA attention, and MFU is reported: model
+FLOPs per step (counted by torch's FlopCounterMode) times steps/s over the device's peak.
+
+    python benchmarks/throughput.py [--preset tiny|base] [--device cpu|cuda] [--out benchmarks/results/...json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import DistilBertConfig, GPT2Config, ViTConfig
+
+from vqa import VQAConfig, VQAModel, VQAProcessor
+from vqa.builders import tiny_model_and_processor
+from vqa.data import build_easy_vqa
+from vqa.feature_cache import build_lookups
+from vqa.processing import VQACollator
+from vqa.sampling import ImageGroupedSampler
+from vqa.training import for_training
+
+# Dense bf16 peak FLOP/s (no sparsity), from the vendors' data sheets.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def base_model_and_processor(train_split: Any, freeze: str) -> tuple[VQAModel, VQAProcessor]:
+    """The base preset's shapes (DistilBERT-base, ViT-B/16 at 224, GPT-2 small) with random weights."""
+    processor = VQAProcessor.train_tiny(train_split["question"], train_split["multiple_choice_answer"], image_size=224)
+    decoder = GPT2Config(
+        vocab_size=processor.answer_vocab_size, add_cross_attention=True, bos_token_id=1, eos_token_id=2, pad_token_id=0
+    )
+    config = VQAConfig(
+        text_config=DistilBertConfig(vocab_size=processor.question_vocab_size),
+        vision_config=ViTConfig(),
+        decoder_config=decoder,
+        freeze=freeze,
+    )
+    return VQAModel(config), processor
+
+
+def model_and_processor(preset: str, train_split: Any, freeze: str) -> tuple[VQAModel, VQAProcessor]:
+    torch.manual_seed(0)
+    if preset == "tiny":
+        return tiny_model_and_processor(train_split, freeze=freeze)
+    return base_model_and_processor(train_split, freeze)
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+
+
+def training_throughput(
+    preset: str,
+    splits: Any,
+    device: str,
+    freeze: str,
+    grouped: bool,
+    cached: bool,
+    steps: int,
+    batch_size: int,
+    workers: int,
+    cache_dir: Path,
+) -> dict[str, Any]:
+    """Samples/s over `steps` timed steps after warm-up, data loading included (as in a real run)."""
+    train = for_training(splits["train"])
+    model, processor = model_and_processor(preset, splits["train"], freeze)
+    model.to(device).train()
+    collator = VQACollator(processor)
+    if cached:
+        collator.features = build_lookups(model, processor, [splits["train"]], cache_dir)
+    sampler = ImageGroupedSampler(train["image_id"]) if grouped else RandomSampler(train)
+    loader = DataLoader(
+        train, batch_size=batch_size, sampler=sampler, collate_fn=collator, num_workers=workers, drop_last=True
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    warmup = 3
+    batches = iter(loader)
+    flops = None
+    for step in range(warmup + steps):
+        if step == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        batch = to_device(next(batches), device)
+        counter = FlopCounterMode(display=False) if step == warmup - 1 else contextlib.nullcontext()
+        with counter, autocast(device):
+            loss = model(**batch).loss
+        with counter:
+            loss.backward()
+        if step == warmup - 1:
+            flops = counter.get_total_flops()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    result = {
+        "samples_per_second": round(steps * batch_size / seconds, 1),
+        "steps": steps,
+        "batch_size": batch_size,
+        "model_flops_per_step": flops,
+        "achieved_tflops": round(flops * steps / seconds / 1e12, 3),
+    }
+    peak = peak_flops(device)
+    result["mfu"] = round(flops * steps / seconds / peak, 4) if peak else None
+    return result
+
+
+def peak_flops(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name(0)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+@torch.no_grad()
+def per_question_greedy(model: VQAModel, batch: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
+    """The textbook's evaluation: one question at a time, and every step re-runs the decoder on the whole prefix."""
+    config = model.config.decoder_config
+    answers = torch.full((batch["attention_mask"].shape[0], max_new_tokens), config.pad_token_id)
+    for row in range(answers.shape[0]):
+        states, mask = model.encode(
+            batch["input_ids"][row : row + 1],
+            batch["attention_mask"][row : row + 1],
+            batch["pixel_values"][row : row + 1],
+        )
+        tokens = torch.tensor([[config.bos_token_id]], device=states.device)
+        for step in range(max_new_tokens):
+            logits = model.decoder(
+                inputs_embeds=model.decoder_embeddings(tokens, states, mask),
+                encoder_hidden_states=states,
+                encoder_attention_mask=mask,
+                use_cache=False,
+            ).logits
+            next_token = logits[0, -1].argmax()
+            answers[row, step] = next_token
+            if next_token == config.eos_token_id:
+                break
+            tokens = torch.cat([tokens, next_token.view(1, 1)], dim=1)
+    return answers
+
+
+def generation_throughput(preset: str, splits: Any, device: str, questions: int, batch_size: int) -> dict[str, Any]:
+    model, processor = model_and_processor(preset, splits["train"], "nothing")
+    model.to(device).eval()
+    rows = splits["validation"].select(range(questions))
+    batch = to_device(processor(rows["question"], rows["image"]), device)
+    max_new_tokens = model.config.max_answer_tokens
+    with autocast(device):
+        model.generate(**{name: tensor[:8] for name, tensor in batch.items()})  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        batched = torch.cat(
+            [
+                model.generate(**{name: tensor[i : i + batch_size] for name, tensor in batch.items()})
+                for i in range(0, questions, batch_size)
+            ]
+        )
+        synchronize(device)
+        batched_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        looped = per_question_greedy(model, batch, max_new_tokens)
+        synchronize(device)
+        looped_seconds = time.perf_counter() - start
+    same = [a == b for a, b in zip(processor.decode_answers(batched), processor.decode_answers(looped), strict=True)]
+    return {
+        "questions": questions,
+        "batched_kv_cache_answers_per_second": round(questions / batched_seconds, 1),
+        "per_question_no_cache_answers_per_second": round(questions / looped_seconds, 1),
+        "speedup": round(looped_seconds / batched_seconds, 1),
+        "same_answers": sum(same) / len(same),
+    }
+
+
+def data_throughput(splits: Any, preset: str, batch_size: int, workers: int, batches: int) -> dict[str, Any]:
+    """Images decoded and preprocessed per second by the collator in DataLoader workers (ungrouped batches)."""
+    train = for_training(splits["train"])
+    processor = model_and_processor(preset, splits["train"], "nothing")[1]
+    loader = DataLoader(
+        train,
+        batch_size=batch_size,
+        sampler=RandomSampler(train),
+        collate_fn=VQACollator(processor),
+        num_workers=workers,
+    )
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    images = sum(len(next(iterator)["pixel_values"]) for _ in range(batches))
+    return {"images_per_second": round(images / (time.perf_counter() - start), 1), "workers": workers}
+
+
+# VQA v2 (train2014 + val2014): images and questions, for the disk cost of the base preset's feature cache.
+VQA_V2_IMAGES, VQA_V2_QUESTIONS = 82_783 + 40_504, 443_757 + 214_354
+
+
+def feature_cache_disk(splits: Any, inputs: int = 32) -> dict[str, Any]:
+    """Bytes per image and per distinct question of float16 stores with the base encoders (random weights: the
+    size does not depend on them), measured on `inputs` easy-VQA inputs and scaled to VQA v2's counts (every
+    question counted as distinct, an upper bound)."""
+    model, processor = base_model_and_processor(splits["train"], "encoders")
+    subset = splits["validation"].select(range(inputs))
+    with tempfile.TemporaryDirectory() as folder:
+        lookups = build_lookups(model, processor, [subset], folder)
+        image_store, text_store = lookups["image_encoder"].stores[0], lookups["text_encoder"].stores[0]
+        per_image = image_store.size_bytes / len(image_store.index)
+        per_question = text_store.size_bytes / len(text_store.index)
+    return {
+        "bytes_per_image": round(per_image),
+        "bytes_per_question": round(per_question),
+        "vqa_v2_train_val_gib": {
+            "image_encoder": round(per_image * VQA_V2_IMAGES / 2**30, 1),
+            "text_encoder_at_most": round(per_question * VQA_V2_QUESTIONS / 2**30, 1),
+        },
+    }
+
+
+def peak_memory_gib() -> float:
+    """Peak resident memory of this process and of its finished children (DataLoader workers), GiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round((own + children) / 2**20, 2)  # ru_maxrss is in KiB on Linux
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=["tiny", "base"], default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per setting")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (the default run uses 2)")
+    parser.add_argument("--questions", type=int, default=256, help="questions for the generation comparison")
+    parser.add_argument("--cache", default=".cache/vqa", help="easy-VQA dataset cache")
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default benchmarks/results/throughput_<preset>_<device>.json)"
+    )
+    args = parser.parse_args(argv)
+
+    splits = build_easy_vqa(args.cache)
+    settings = {
+        "freeze=nothing, random batches": ("nothing", False, False),
+        "freeze=nothing, image-grouped batches": ("nothing", True, False),
+        "freeze=encoders, random batches, no feature cache (the textbook)": ("encoders", False, False),
+        "freeze=encoders, no feature cache": ("encoders", True, False),
+        "freeze=encoders, feature cache": ("encoders", True, True),
+    }
+    training = {}
+    with tempfile.TemporaryDirectory() as features:
+        for name, (freeze, grouped, cached) in settings.items():
+            training[name] = training_throughput(
+                args.preset,
+                splits,
+                args.device,
+                freeze,
+                grouped,
+                cached,
+                args.steps,
+                args.batch_size,
+                args.workers,
+                Path(features),
+            )
+            print(f"{name:<40} {training[name]['samples_per_second']:>9.1f} samples/s", file=sys.stderr)
+    rate = {name: result["samples_per_second"] for name, result in training.items()}
+    results = {
+        "command": " ".join(["python", *sys.argv]),
+        "device": torch.cuda.get_device_name(0)
+        if args.device == "cuda"
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "preset": args.preset,
+        "training": training,
+        "ratios": {
+            "image_grouped_over_random": round(
+                rate["freeze=nothing, image-grouped batches"] / rate["freeze=nothing, random batches"], 2
+            ),
+            "feature_cache_over_no_cache": round(
+                rate["freeze=encoders, feature cache"] / rate["freeze=encoders, no feature cache"], 2
+            ),
+            "feature_cache_over_textbook": round(
+                rate["freeze=encoders, feature cache"]
+                / rate["freeze=encoders, random batches, no feature cache (the textbook)"],
+                2,
+            ),
+        },
+        "generation": generation_throughput(args.preset, splits, args.device, args.questions, 256),
+        "data": data_throughput(splits, args.preset, args.batch_size, args.workers, batches=20),
+        "feature_cache_disk_base": feature_cache_disk(splits),
+        "peak_memory_gib": peak_memory_gib(),
+    }
+    out = args.out or Path("benchmarks/results") / f"throughput_{args.preset}_{args.device.split(':')[0]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    print(table(results))
+    return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"\n{results['preset']} preset on {results['device']}", "| measurement | value |", "|---|---|"]
+    for name, result in results["training"].items():
+        mfu = f", MFU {100 * result['mfu']:.1f}%" if result["mfu"] is not None else ""
+        lines.append(f"| training, {name} | {result['samples_per_second']} samples/s{mfu} |")
+    for name, value in results["ratios"].items():
+        lines.append(f"| {name.replace('_', ' ')} | {value}x |")
+    generation = results["generation"]
+    lines += [
+        f"| generation, batched with KV cache | {generation['batched_kv_cache_answers_per_second']} answers/s |",
+        f"| generation, per question, no cache | {generation['per_question_no_cache_answers_per_second']} answers/s |",
+        f"| generation speed-up (same answers: {100 * generation['same_answers']:.0f}%) | {generation['speedup']}x |",
+        f"| data pipeline | {results['data']['images_per_second']} images/s ({results['data']['workers']} workers) |",
+        f"| peak memory | {results['peak_memory_gib']} GiB |",
+    ]
+    disk = results["feature_cache_disk_base"]
+    lines.append(
+        f"| feature cache, base encoders, float16 | {disk['bytes_per_image']} B/image, {disk['bytes_per_question']} "
+        f"B/question; VQA v2 train+val: {disk['vqa_v2_train_val_gib']['image_encoder']} GiB images, at most "
+        f"{disk['vqa_v2_train_val_gib']['text_encoder_at_most']} GiB questions |"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
