@@ -183,10 +183,17 @@ def explain_batch(
         answer_ids = model.generate(**batch, max_new_tokens=max_new_tokens)  # (B, N)
         labels = labels_from_answers(answer_ids, eos_token_id)
         with eager_attention(model):
-            output = model(**batch, labels=labels, output_attentions=True)
-            # The encoders again, for their own self-attention (the rollout to the inputs); cheap next to generation.
+            # Each encoder once, with its own self-attention (for the rollout to the inputs); the replay then reads
+            # their outputs as precomputed features instead of running them again.
             text = model.text_encoder(batch["input_ids"], batch["attention_mask"], output_attentions=True)
             image = model.image_encoder(batch["pixel_values"].to(model.image_encoder.dtype), output_attentions=True)
+            output = model(
+                attention_mask=batch["attention_mask"],
+                question_features=text.last_hidden_state,
+                image_features=image.last_hidden_state,
+                labels=labels,
+                output_attentions=True,
+            )
     cross = _stacked(output.cross_attentions)  # (B, L, H, N, Lq_max + 1 + P)
     decoder_self = _stacked(output.decoder_attentions)  # (B, L, H, N, N)
     text_self, image_self = _stacked(text.attentions), _stacked(image.attentions)  # (B, Lt, H, Lq_max, Lq_max) ...

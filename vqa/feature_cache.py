@@ -28,9 +28,9 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
-from vqa.data.cache import publish_folder
+from vqa.data.cache import fingerprint, publish_folder
 from vqa.modeling import VQAModel
-from vqa.processing import VQAProcessor, _decode
+from vqa.processing import VQAProcessor, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def encode_inputs(
     """One batch of inputs through one encoder: (n, L, hidden) `last_hidden_state` and its (n, L) mask."""
     encoder = getattr(model, component)
     if component == "image_encoder":
-        pixel_values = processor.encode_images([_decode(name) for name in names]).to(model.device, encoder.dtype)
+        pixel_values = processor.encode_images([open_image(name) for name in names]).to(model.device, encoder.dtype)
         states = encoder(pixel_values=pixel_values).last_hidden_state
         return states, torch.ones(states.shape[:2], dtype=torch.long)
     batch = {key: value.to(model.device) for key, value in processor.encode_questions(list(names)).items()}
@@ -175,8 +175,7 @@ def build_store(
     if DTYPES.get(dtype) is None:
         raise ValueError(f"feature cache: dtype {dtype!r}; expected float16 or float32")
     key = store_key(model, processor, component, dataset, dtype)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    final = Path(cache_dir) / f"{component}-{digest}"
+    final = Path(cache_dir) / f"{component}-{fingerprint(key)}"
     if (final / "store.json").is_file():
         logger.info("feature cache: loaded %s", final)
         return FeatureStore(final)

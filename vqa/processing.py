@@ -207,7 +207,7 @@ class VQACollator:
             if "image_encoder" in features:
                 batch["image_features"] = features["image_encoder"].stack(list(distinct))[0]
             else:
-                batch["pixel_values"] = self.processor.encode_images([_decode(key) for key in distinct])
+                batch["pixel_values"] = self.processor.encode_images([open_image(key) for key in distinct])
             batch["image_index"] = torch.tensor(image_index)
         elif "image_encoder" in features:
             raise ValueError("image: cached image features need undecoded images (paths); got decoded images")
@@ -225,7 +225,8 @@ def _image_key(image: dict[str, Any]) -> str:
     raise ValueError("image: an undecoded image without a path; expected the dataset's image paths")
 
 
-def _decode(path: str) -> Image:
+def open_image(path: str) -> Image:
+    """The image file at `path`, read fully (the file is closed afterwards)."""
     with PIL.Image.open(path) as image:
         image.load()
         return image
