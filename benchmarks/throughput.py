@@ -113,9 +113,10 @@ def training_throughput(
             start = time.perf_counter()
         batch = to_device(next(batches), device)
         counter = FlopCounterMode(display=False) if step == warmup - 1 else contextlib.nullcontext()
-        with counter, autocast(device):
-            loss = model(**batch).loss
+        # One counting block for forward and backward: entering FlopCounterMode clears its counts.
         with counter:
+            with autocast(device):
+                loss = model(**batch).loss
             loss.backward()
         if step == warmup - 1:
             flops = counter.get_total_flops()
