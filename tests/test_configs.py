@@ -31,11 +31,24 @@ def test_default_is_tiny_easy_vqa_on_cpu() -> None:
     validate_config(cfg)
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
+@pytest.mark.parametrize("experiment", sorted(set(options("experiment")) - {"baseline_ladder"}))
 def test_every_experiment_composes_and_validates(experiment: str) -> None:
     cfg = composed(f"experiment={experiment}", "data.root=/data/vqa")
     validate_config(cfg)
     assert cfg.model._target_ == "vqa.builders.pretrained_model_and_processor"
+
+
+def test_baselines_are_one_override_and_the_ladder_sweeps_them() -> None:
+    assert composed("baseline=prior").prior.by == "question_type"
+    assert composed("baseline=global_prior").prior.by == "global"
+    assert composed("baseline=question_only").model.inputs == "question_only"
+    assert composed().prior is None and composed().model.inputs == "both" and composed().shuffled_image_check
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=["experiment=baseline_ladder"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    rungs = cfg.hydra.sweeper.params["baseline"].split(",")
+    assert rungs == ["global_prior", "prior", "question_only", "image_only", "none"]
+    assert set(rungs) == set(options("baseline"))
 
 
 def test_book_experiment_is_the_textbook_setup() -> None:
@@ -50,7 +63,7 @@ def test_book_experiment_is_the_textbook_setup() -> None:
     ("group", "option"),
     [
         (group, option)
-        for group in ("model", "data", "trainer", "logger", "debug", "hparams_search")
+        for group in ("model", "data", "trainer", "logger", "debug", "hparams_search", "baseline")
         for option in options(group)
     ],
 )
@@ -65,6 +78,8 @@ def test_every_group_option_composes(group: str, option: str) -> None:
         (["model.freeze=encoder"], "model.freeze: unknown name 'encoder'"),
         (["model.freeze=[text_encoder,vision]"], "model.freeze: unknown component 'vision'"),
         (["model.fusion=concat"], "model.fusion: got 'concat', expected one of tokens, pooled"),
+        (["model.inputs=text"], "model.inputs: got 'text', expected one of both, question_only, image_only"),
+        (["baseline=prior", "prior.by=answer_type"], "prior.by: got 'answer_type', expected one of question_type"),
         (["data=vqa_v2"], "data.root: not set"),
         (["trainer.args.per_device_train_batch_size=0"], "per_device_train_batch_size: got 0, expected a positive"),
         (["trainer.args.per_device_eval_batch_size=-4"], "per_device_eval_batch_size: got -4"),

@@ -49,21 +49,30 @@ def processor() -> VQAProcessor:
     return VQAProcessor.train_tiny(["what color is it?", "is it red?"] * 10, ["red", "yes"] * 10)
 
 
-def test_collator_decodes_each_distinct_image_once(processor: VQAProcessor, tmp_path: Path) -> None:
+def test_collator_encodes_each_distinct_image_and_question_once(processor: VQAProcessor, tmp_path: Path) -> None:
     paths = []
     for index, color in enumerate(((255, 0, 0), (0, 0, 255))):
         path = tmp_path / f"{index}.png"
         Image.new("RGB", (64, 64), color).save(path)
         paths.append(str(path))
+    questions = ["what color is it?", "is it red?", "what color is it?", "is it red?", "is it red?"]
     rows = [
-        {"question": "what color is it?", "image": {"path": paths[i], "bytes": None}, "multiple_choice_answer": "red"}
-        for i in (0, 1, 0, 0, 1)
+        {"question": question, "image": {"path": paths[i], "bytes": None}, "multiple_choice_answer": "red"}
+        for question, i in zip(questions, (0, 1, 0, 0, 1), strict=True)
     ]
     batch = VQACollator(processor)(rows)
     assert batch["pixel_values"].shape[0] == 2 and batch["image_index"].tolist() == [0, 1, 0, 0, 1]
-    assert next(iter(batch)) == "input_ids"  # the Trainer reads the batch size off the first tensor
-    decoded = VQACollator(processor)([dict(row, image=Image.open(row["image"]["path"])) for row in rows])
+    assert batch["input_ids"].shape[0] == 2 and batch["question_index"].tolist() == [0, 1, 0, 1, 1]
+    assert next(iter(batch)) == "question_index"  # the Trainer reads the batch size off the first tensor
+    decoded = VQACollator(processor, distinct_questions=False)(
+        [dict(row, image=Image.open(row["image"]["path"])) for row in rows]
+    )
+    assert "question_index" not in decoded and next(iter(decoded)) == "input_ids"
     torch.testing.assert_close(batch["pixel_values"][batch["image_index"]], decoded["pixel_values"])
+    for name in ("input_ids", "attention_mask"):
+        assert torch.equal(batch[name][batch["question_index"]], decoded[name])
+    question_only = VQACollator(processor, inputs="question_only")(rows)
+    assert not {"pixel_values", "image_index"} & question_only.keys()
 
 
 @pytest.mark.parametrize("fusion", ["tokens", "pooled"])
@@ -73,8 +82,22 @@ def test_grouped_loss_equals_ungrouped(fusion: str) -> None:
     batch = make_batch(batch_size=6)
     distinct = batch["pixel_values"][:2]
     image_index = torch.tensor([0, 1, 1, 0, 0, 1])
-    ungrouped = model(**dict(batch, pixel_values=distinct[image_index]))
-    grouped = model(**dict(batch, pixel_values=distinct, image_index=image_index))
+    question_ids, question_mask = batch["input_ids"][:3], batch["attention_mask"][:3]
+    question_index = torch.tensor([0, 1, 2, 2, 0, 1])
+    repeated = {
+        "input_ids": question_ids[question_index],
+        "attention_mask": question_mask[question_index],
+        "pixel_values": distinct[image_index],
+    }
+    shared = {
+        "input_ids": question_ids,
+        "attention_mask": question_mask,
+        "question_index": question_index,
+        "pixel_values": distinct,
+        "image_index": image_index,
+    }
+    ungrouped = model(**repeated, labels=batch["labels"])
+    grouped = model(**shared, labels=batch["labels"])
     torch.testing.assert_close(grouped.loss, ungrouped.loss)
     torch.testing.assert_close(grouped.logits, ungrouped.logits)
     # The same gradients too: with tokens fusion the grouped path shares GPT-2's cross-attention keys and values.
@@ -86,11 +109,7 @@ def test_grouped_loss_equals_ungrouped(fusion: str) -> None:
     assert gradients[0].keys() == gradients[1].keys() and any("crossattention.c_attn" in name for name in gradients[0])
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, msg=name)
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
-    assert torch.equal(
-        model.generate(**inputs, pixel_values=distinct, image_index=image_index),
-        model.generate(**inputs, pixel_values=distinct[image_index]),
-    )
+    assert torch.equal(model.generate(**shared), model.generate(**repeated))
 
 
 def test_conv_stem_keeps_the_patch_grid_and_round_trips(tmp_path: Path) -> None:

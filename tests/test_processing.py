@@ -91,7 +91,7 @@ def test_collator_batch_feeds_the_model(processor: VQAProcessor) -> None:
         )
     ).eval()
     batch = VQACollator(processor)(rows(3))
-    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "labels"}
+    assert set(batch) == {"question_index", "input_ids", "attention_mask", "pixel_values", "labels"}
     assert torch.isfinite(model(**batch).loss)
     unlabelled = VQACollator(processor, with_labels=False)(rows(2))
     assert "labels" not in unlabelled

@@ -61,17 +61,34 @@ def test_overfit_memorises_a_handful_of_questions(tmp_path: Path, environment: d
     assert metrics["split"] == "train" and metrics["vqa_accuracy"] >= 95.0
 
 
-def test_sweep_and_its_report(tmp_path: Path, environment: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    sweep_dir = tmp_path / "sweep"
-    train(["-m", *FAST, "model.fusion=tokens,pooled", f"hydra.sweep.dir={sweep_dir}"], environment)
+def test_baseline_ladder_sweep_and_its_report(
+    tmp_path: Path, environment: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep_dir = tmp_path / "ladder"
+    result = train(["experiment=baseline_ladder", *FAST, f"hydra.sweep.dir={sweep_dir}"], environment)
+    # The multirun prints its report when it ends.
+    printed = result.stdout[result.stdout.index("sweep report") :].splitlines()
+    header = "| run | baseline | vqa_accuracy | shuffled_images | acc_other | acc_yes_no |"
+    assert header in printed
+    table = printed[printed.index(header) + 2 :][:5]
+    assert [row.split(" | ")[1] for row in table] == ["global_prior", "prior", "question_only", "image_only", "none"]
+    metrics = [json.loads((sweep_dir / str(run) / "metrics.json").read_text()) for run in range(5)]
+    for run in metrics:
+        assert run["num_questions"] == 256 and 0 <= run["vqa_accuracy_shuffled_images"] <= 100
+    global_prior, prior, question_only = metrics[:3]
+    # Nothing that ignores the image can change when the images are shuffled.
+    for blind in (global_prior, prior, question_only):
+        assert blind["vqa_accuracy_shuffled_images"] == blind["vqa_accuracy"]
+    assert global_prior["baseline"]["by"] == "global" and prior["baseline"]["question_types"] > 1
+    assert prior["vqa_accuracy"] > global_prior["vqa_accuracy"]
+    predictions = json.loads((sweep_dir / "1" / "predictions.json").read_text())
+    assert len(predictions) == 256 and not (sweep_dir / "1" / "checkpoint").exists()
+    assert VQAModel.from_pretrained(sweep_dir / "2" / "checkpoint").config.inputs == "question_only"
     assert sweep_report([str(sweep_dir)]) == 0
     output = capsys.readouterr().out.splitlines()
-    assert output[0].lower() == "common overrides: debug=fast trainer.args.disable_tqdm=true"
-    table = output[2:]
-    assert table[0] == "| run | model.fusion | vqa_accuracy | acc_other | acc_yes_no |"
-    assert table[2].startswith("| 0 | tokens | ") and table[3].startswith("| 1 | pooled | ")
+    assert output[0].lower() == "common overrides: experiment=baseline_ladder debug=fast trainer.args.disable_tqdm=true"
     csv_lines = (sweep_dir / "report.csv").read_text().splitlines()
-    assert csv_lines[0] == "run,model.fusion,vqa_accuracy,acc_other,acc_yes_no" and len(csv_lines) == 3
+    assert csv_lines[0] == "run,baseline,vqa_accuracy,shuffled_images,acc_other,acc_yes_no" and len(csv_lines) == 6
 
 
 RESUMABLE = [

@@ -175,6 +175,10 @@ def explain_batch(
         raise ValueError(
             f"fusion={model.config.fusion!r}: attention maps need fusion='tokens' (pooled fusion has one key)"
         )
+    if model.config.inputs != "both":
+        raise ValueError(
+            f"inputs={model.config.inputs!r}: attention maps over question and image need a model with inputs='both'"
+        )
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions; expected one image per question")
     batch = {name: tensor.to(model.device) for name, tensor in processor(questions, images).items()}

@@ -8,6 +8,8 @@ from transformers import DistilBertConfig, GPT2Config, PretrainedConfig, ViTConf
 
 Fusion = Literal["tokens", "pooled"]
 FUSIONS: tuple[str, ...] = ("tokens", "pooled")
+Inputs = Literal["both", "question_only", "image_only"]
+INPUTS: tuple[str, ...] = ("both", "question_only", "image_only")
 
 
 class VQAConfig(PretrainedConfig):
@@ -27,6 +29,9 @@ class VQAConfig(PretrainedConfig):
         conditioned_bos: add a learned map (zero at init) of the mean fused encoder state to GPT-2's BOS embedding,
             so the decoder's first queries already depend on the question and image. Without it, the first
             layer's cross-attention query is the same for every example.
+        inputs: the modalities the decoder reads: `"both"`, or a blind baseline: `"question_only"` (the image
+            encoder is not run and no image key enters the cross-attention) or `"image_only"` (likewise for the
+            question). The weights of the left-out encoder stay in the model, untrained, so checkpoints load across.
         freeze: a preset name (`nothing`, `encoders`, `text_encoder`, `image_encoder`, `decoder`, `all`) or a list
             of component names (see `vqa.freezing.COMPONENTS`).
         max_answer_tokens: default number of new tokens for `generate`.
@@ -49,12 +54,15 @@ class VQAConfig(PretrainedConfig):
         modality_embeddings: bool = True,
         vision_conv_stem: bool = False,
         conditioned_bos: bool = False,
+        inputs: Inputs = "both",
         freeze: str | list[str] = "nothing",
         max_answer_tokens: int = 8,
         **kwargs: Any,
     ) -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"VQAConfig.fusion: got {fusion!r}, expected one of {', '.join(FUSIONS)}")
+        if inputs not in INPUTS:
+            raise ValueError(f"VQAConfig.inputs: got {inputs!r}, expected one of {', '.join(INPUTS)}")
         self.text_config = _as_config(text_config, DistilBertConfig)
         self.vision_config = _as_config(vision_config, ViTConfig)
         self.decoder_config = _as_config(decoder_config, GPT2Config)
@@ -66,6 +74,7 @@ class VQAConfig(PretrainedConfig):
         self.modality_embeddings = modality_embeddings
         self.vision_conv_stem = vision_conv_stem
         self.conditioned_bos = conditioned_bos
+        self.inputs = inputs
         self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
         self.max_answer_tokens = max_answer_tokens
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):

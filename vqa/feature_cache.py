@@ -250,12 +250,12 @@ def build_lookups(
     dtype: str = "float16",
     batch_size: int = 256,
 ) -> dict[str, FeatureLookup]:
-    """Stores for each frozen encoder of `model` over `splits`: {"text_encoder": ..., "image_encoder": ...}."""
+    """Stores for each frozen encoder that `model` runs, over `splits`: {"text_encoder": ..., "image_encoder": ...}."""
     splits = list(splits)
     return {
         component: FeatureLookup(
             [build_store(model, processor, component, split, cache_dir, dtype, batch_size) for split in splits]
         )
         for component in CACHEABLE
-        if component in model.frozen_components
+        if component in model.frozen_components and component in model.active_encoders
     }

@@ -127,7 +127,31 @@ class VQAModel(PreTrainedModel):
                 if isinstance(layer, nn.Conv2d):
                     nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
                     nn.init.zeros_(layer.bias)
+        self.apply_freeze()
+
+    @property
+    def active_encoders(self) -> tuple[str, ...]:
+        """The encoders that `config.inputs` runs: `text_encoder`, `image_encoder` or both."""
+        left_out = {"question_only": "image_encoder", "image_only": "text_encoder"}.get(self.config.inputs)
+        return tuple(name for name in ("text_encoder", "image_encoder") if name != left_out)
+
+    @property
+    def unused_modules(self) -> list[nn.Module]:
+        """The encoder and projection of the modality that `config.inputs` leaves out (never run, never trained)."""
+        projections = {"text_encoder": self.text_projection, "image_encoder": self.image_projection}
+        return [
+            module
+            for name in ("text_encoder", "image_encoder")
+            if name not in self.active_encoders
+            for module in (getattr(self, name), projections[name])
+        ]
+
+    def apply_freeze(self) -> None:
+        """`requires_grad` from `config.freeze`, and off for the unused modules (DDP rejects trainable parameters
+        that get no gradient, and the optimizer should not decay them)."""
         apply_freeze(self, self.frozen_components)
+        for module in self.unused_modules:
+            module.requires_grad_(False)
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2-style init for the modules this class adds; the sub-models initialise their own."""
@@ -145,7 +169,7 @@ class VQAModel(PreTrainedModel):
         """`PreTrainedModel.from_pretrained`, then the config's freeze spec (loading makes every weight trainable)."""
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
-        apply_freeze(model, model.frozen_components)
+        model.apply_freeze()
         return loaded
 
     @classmethod
@@ -177,7 +201,7 @@ class VQAModel(PreTrainedModel):
         model.text_encoder = text_model
         model.image_encoder = image_model
         model.decoder = decoder_model
-        apply_freeze(model, model.frozen_components)
+        model.apply_freeze()
         return model
 
     def parameter_table(self) -> str:
@@ -200,37 +224,78 @@ class VQAModel(PreTrainedModel):
 
     def encode(
         self,
-        input_ids: torch.LongTensor | None,
-        attention_mask: torch.LongTensor | None,
-        pixel_values: torch.FloatTensor | None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
         image_index: torch.LongTensor | None = None,
         question_features: torch.FloatTensor | None = None,
         image_features: torch.FloatTensor | None = None,
+        question_index: torch.LongTensor | None = None,
     ) -> tuple[torch.FloatTensor, torch.LongTensor]:
-        """Run both encoders (or take their cached outputs) and fuse them into the decoder's cross-attention keys.
+        """Run the encoders (or take their cached outputs) and fuse them into the decoder's cross-attention keys.
 
         Args:
-            input_ids: (B, Lq) question token ids; None with `question_features`.
-            attention_mask: (B, Lq) 1 for question tokens, 0 for padding.
+            input_ids: (B, Lq) question token ids, or (M, Lq) distinct questions with `question_index`; None with
+                `question_features`.
+            attention_mask: (B, Lq) or (M, Lq), 1 for question tokens, 0 for padding.
             pixel_values: (B, 3, H, W) preprocessed images, or (N, 3, H, W) distinct images with `image_index`;
                 None with `image_features`.
             image_index: (B,) row of `pixel_values` (or `image_features`) for each question. Each distinct image is
                 encoded once and its states are repeated for its questions (image-grouped batches).
-            question_features: (B, Lq, Ht) the text encoder's cached `last_hidden_state` (see `vqa.feature_cache`).
-            image_features: (N, 1 + P, Hv) the image encoder's cached `last_hidden_state`.
+            question_features: (B or M, Lq, Ht) the text encoder's cached `last_hidden_state` (`vqa.feature_cache`).
+            image_features: (B or N, 1 + P, Hv) the image encoder's cached `last_hidden_state`.
+            question_index: (B,) row of `input_ids` (or `question_features`) for each example: a question text
+                repeated in a batch is encoded once.
+
+        With `config.inputs="question_only"` the image arguments are ignored and the image encoder does not run;
+        with `"image_only"` likewise for the question.
 
         Returns:
-            encoder_hidden_states (B, S, Hd) and encoder_attention_mask (B, S), S = Lq + 1 + P for `tokens` fusion
-            and 1 for `pooled` fusion.
+            encoder_hidden_states (B, S, Hd) and encoder_attention_mask (B, S): S = Lq + 1 + P for `tokens` fusion
+            (Lq or 1 + P with one modality) and 1 for `pooled` fusion.
         """
+        hidden_states, mask, _ = self._fuse(
+            input_ids, attention_mask, pixel_values, question_features, image_features, question_index, image_index
+        )
+        return hidden_states, mask
+
+    def _fuse(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.LongTensor | None,
+        pixel_values: torch.FloatTensor | None,
+        question_features: torch.FloatTensor | None,
+        image_features: torch.FloatTensor | None,
+        question_index: torch.LongTensor | None,
+        image_index: torch.LongTensor | None,
+        share_keys_values: bool = False,
+    ) -> tuple[torch.FloatTensor, torch.LongTensor, EncoderDecoderCache | None]:
+        """`encode`, plus (with `share_keys_values` and a deduplicated batch) GPT-2's cross-attention keys and
+        values computed once per distinct question and image (see `_shared_cross_attention_cache`)."""
         text_states, image_states = self._encoder_states(
             input_ids, attention_mask, pixel_values, question_features, image_features
         )
         if self.config.fusion == "pooled":
-            image_states = image_states if image_index is None else image_states[image_index]
-            return self._pool_and_average(text_states, attention_mask, image_states)
+            return (
+                *self._pool_and_average(text_states, attention_mask, image_states, question_index, image_index),
+                None,
+            )
         text_keys, image_keys = self._fusion_keys(text_states, image_states)
-        return self._concatenate(text_keys, image_keys, attention_mask, image_index)
+        parts = [
+            (keys, index)
+            for keys, index in ((text_keys, question_index), (image_keys, image_index))
+            if keys is not None
+        ]
+        hidden_states = torch.cat([_rows(keys, index) for keys, index in parts], dim=1)
+        masks = []
+        if text_keys is not None:
+            masks.append(_rows(attention_mask, question_index))
+        if image_keys is not None:
+            masks.append(hidden_states.new_ones(hidden_states.shape[0], image_keys.shape[1], dtype=torch.long))
+        cache = None
+        if share_keys_values and (question_index is not None or image_index is not None):
+            cache = self._shared_cross_attention_cache(parts)
+        return hidden_states, torch.cat(masks, dim=1), cache
 
     def _encoder_states(
         self,
@@ -239,60 +304,63 @@ class VQAModel(PreTrainedModel):
         pixel_values: torch.FloatTensor | None,
         question_features: torch.FloatTensor | None,
         image_features: torch.FloatTensor | None,
-    ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
-        """The encoders' `last_hidden_state`s (or the cached ones): (B, Lq, Ht) and (N, 1 + P, Hv)."""
-        if attention_mask is None:
-            raise ValueError("attention_mask (B, Lq) is required: it marks the question tokens")
-        if (input_ids is None) == (question_features is None):
-            raise ValueError("give exactly one of input_ids and question_features")
-        if (pixel_values is None) == (image_features is None):
-            raise ValueError("give exactly one of pixel_values and image_features")
-        if question_features is None:
-            with self._encoder_context("text_encoder"):
-                text_states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        else:
-            text_states = question_features.to(self.text_projection.linear.weight.dtype)
-        if image_features is None:
-            with self._encoder_context("image_encoder"):
-                pixel_values = pixel_values.to(self.image_encoder.dtype)
-                image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state
-        else:
-            image_states = image_features.to(self.image_projection.linear.weight.dtype)
+    ) -> tuple[torch.FloatTensor | None, torch.FloatTensor | None]:
+        """The encoders' `last_hidden_state`s (or the cached ones): (M, Lq, Ht) and (N, 1 + P, Hv); None for the
+        modality that `config.inputs` leaves out."""
+        text_states = image_states = None
+        if self.config.inputs != "image_only":
+            if attention_mask is None:
+                raise ValueError("attention_mask (B, Lq) is required: it marks the question tokens")
+            if (input_ids is None) == (question_features is None):
+                raise ValueError("give exactly one of input_ids and question_features")
+            if question_features is None:
+                with self._encoder_context("text_encoder"):
+                    text_states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+                    text_states = text_states.last_hidden_state
+            else:
+                text_states = question_features.to(self.text_projection.linear.weight.dtype)
+        if self.config.inputs != "question_only":
+            if (pixel_values is None) == (image_features is None):
+                raise ValueError("give exactly one of pixel_values and image_features")
+            if image_features is None:
+                with self._encoder_context("image_encoder"):
+                    pixel_values = pixel_values.to(self.image_encoder.dtype)
+                    image_states = self.image_encoder(pixel_values=pixel_values).last_hidden_state
+            else:
+                image_states = image_features.to(self.image_projection.linear.weight.dtype)
         return text_states, image_states
 
     def _fusion_keys(
-        self, text_states: torch.FloatTensor, image_states: torch.FloatTensor
-    ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
-        """Project each modality to the decoder width (+ its modality embedding): (B, Lq, Hd), (N, 1 + P, Hd)."""
-        text_keys = self.text_projection(text_states)
-        image_keys = self.image_projection(image_states)  # projected before repeating for the image's questions
-        if self.modality_embedding is not None:
-            text_keys = text_keys + self.modality_embedding.weight[TEXT]
-            image_keys = image_keys + self.modality_embedding.weight[IMAGE]
+        self, text_states: torch.FloatTensor | None, image_states: torch.FloatTensor | None
+    ) -> tuple[torch.FloatTensor | None, torch.FloatTensor | None]:
+        """Project each modality to the decoder width (+ its modality embedding): (M, Lq, Hd), (N, 1 + P, Hd).
+
+        Projected before repeating them for their examples, so each distinct question and image is projected once.
+        """
+        text_keys = image_keys = None
+        if text_states is not None:
+            text_keys = self.text_projection(text_states)
+            if self.modality_embedding is not None:
+                text_keys = text_keys + self.modality_embedding.weight[TEXT]
+        if image_states is not None:
+            image_keys = self.image_projection(image_states)
+            if self.modality_embedding is not None:
+                image_keys = image_keys + self.modality_embedding.weight[IMAGE]
         return text_keys, image_keys
 
-    @staticmethod
-    def _concatenate(
-        text_keys: torch.FloatTensor,
-        image_keys: torch.FloatTensor,
-        attention_mask: torch.LongTensor,
-        image_index: torch.LongTensor | None,
-    ) -> tuple[torch.FloatTensor, torch.LongTensor]:
-        """(B, Lq, Hd) and (N, 1 + P, Hd) -> the fused (B, S, Hd) sequence and its (B, S) mask."""
-        if image_index is not None:
-            image_keys = image_keys[image_index]  # (B, 1 + P, Hd)
-        image_mask = attention_mask.new_ones(image_keys.shape[:2])
-        return torch.cat([text_keys, image_keys], dim=1), torch.cat([attention_mask, image_mask], dim=1)
-
     def _shared_cross_attention_cache(
-        self, text_keys: torch.FloatTensor, image_keys: torch.FloatTensor, image_index: torch.LongTensor
+        self, parts: list[tuple[torch.FloatTensor, torch.LongTensor | None]]
     ) -> EncoderDecoderCache:
-        """GPT-2's cross-attention keys and values, with each distinct image's computed once and then repeated.
+        """GPT-2's cross-attention keys and values, with each distinct question's and image's computed once.
 
         Each GPT-2 block projects the fused sequence to keys and values (`c_attn`), position by position; over the
         B x (1 + P) repeated image positions of an image-grouped batch that projection dominates training time. It
-        is applied here to the N distinct images only, and GPT-2 reads the result as an already-filled
+        is applied here to the distinct rows only, then repeated, and GPT-2 reads the result as an already-filled
         cross-attention cache (as in generation, where it is filled once per answer). Gradients flow through it.
+
+        Args:
+            parts: per modality in fused order, the (M or N, L, Hd) keys of the distinct rows and the (B,) index
+                that repeats them (None: one row per example already).
 
         Returns:
             a cache whose cross-attention part holds, per layer, (B, heads, S, head_dim) keys and values.
@@ -300,7 +368,7 @@ class VQAModel(PreTrainedModel):
         cross_attention = DynamicCache()
         for layer, block in enumerate(self.decoder.transformer.h):
             attention = block.crossattention
-            keys_values = torch.cat([attention.c_attn(text_keys), attention.c_attn(image_keys)[image_index]], dim=1)
+            keys_values = torch.cat([_rows(attention.c_attn(keys), index) for keys, index in parts], dim=1)
             keys, values = keys_values.split(attention.split_size, dim=2)  # (B, S, Hd) each
             shape = (*keys.shape[:-1], -1, attention.head_dim)
             cross_attention.update(keys.view(shape).transpose(1, 2), values.view(shape).transpose(1, 2), layer)
@@ -311,19 +379,26 @@ class VQAModel(PreTrainedModel):
 
     def _pool_and_average(
         self,
-        text_states: torch.FloatTensor,
-        attention_mask: torch.LongTensor,
-        image_states: torch.FloatTensor,
+        text_states: torch.FloatTensor | None,
+        attention_mask: torch.LongTensor | None,
+        image_states: torch.FloatTensor | None,
+        question_index: torch.LongTensor | None,
+        image_index: torch.LongTensor | None,
     ) -> tuple[torch.FloatTensor, torch.LongTensor]:
-        """The textbook fusion: masked mean of the question, mean of the image, projected and averaged.
+        """The textbook fusion: masked mean of the question, mean of the image, projected and averaged (or the one
+        modality that `config.inputs` keeps).
 
         Returns (B, 1, Hd) and a (B, 1) mask of ones.
         """
-        weights = attention_mask.unsqueeze(-1).to(text_states.dtype)  # (B, Lq, 1)
-        text_mean = (text_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, Ht)
-        image_mean = image_states.mean(dim=1)  # (B, Hv)
-        fused = (self.text_projection(text_mean) + self.image_projection(image_mean)) / 2  # (B, Hd)
-        return fused.unsqueeze(1), attention_mask.new_ones(fused.shape[0], 1)
+        pooled = []
+        if text_states is not None:
+            weights = attention_mask.unsqueeze(-1).to(text_states.dtype)  # (M, Lq, 1)
+            text_mean = (text_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (M, Ht)
+            pooled.append(_rows(self.text_projection(text_mean), question_index))
+        if image_states is not None:
+            pooled.append(_rows(self.image_projection(image_states.mean(dim=1)), image_index))  # (B, Hd)
+        fused = torch.stack(pooled).mean(dim=0)  # (B, Hd)
+        return fused.unsqueeze(1), torch.ones(fused.shape[0], 1, dtype=torch.long, device=fused.device)
 
     def forward(
         self,
@@ -338,13 +413,14 @@ class VQAModel(PreTrainedModel):
         num_items_in_batch: int | torch.Tensor | None = None,
         question_features: torch.FloatTensor | None = None,
         image_features: torch.FloatTensor | None = None,
+        question_index: torch.LongTensor | None = None,
     ) -> VQAModelOutput:
         """Teacher-forced decoding of the answer.
 
         Args:
-            input_ids, attention_mask: (B, Lq) question tokens and mask.
+            input_ids, attention_mask: (B, Lq) question tokens and mask, or (M, Lq) with `question_index`.
             pixel_values: (B, 3, H, W) images, or (N, 3, H, W) distinct images with `image_index`.
-            image_index: (B,) row of `pixel_values` for each question (see `encode`).
+            image_index: (B,) row of `pixel_values` for each example (see `encode`).
             decoder_input_ids: (B, T) `BOS answer`, right-padded. Built from `labels` when omitted.
             decoder_attention_mask: (B, T) 1 for real decoder positions. Built from `labels` when omitted.
             labels: (B, T) `answer EOS` aligned with the logits, -100 on padding.
@@ -353,6 +429,7 @@ class VQAModel(PreTrainedModel):
                 Trainer); the loss is then the token sum divided by it.
             question_features, image_features: cached encoder outputs that replace `input_ids` / `pixel_values`
                 (see `encode`).
+            question_index: (B,) row of `input_ids` (or `question_features`) for each example (see `encode`).
         """
         if output_attentions and self.decoder.config._attn_implementation != "eager":
             raise ValueError(
@@ -363,20 +440,16 @@ class VQAModel(PreTrainedModel):
             if labels is None:
                 raise ValueError("forward needs decoder_input_ids or labels")
             decoder_input_ids, decoder_attention_mask = self.decoder_inputs_from_labels(labels)
-        cross_attention_cache = None
-        if self.config.fusion == "tokens" and image_index is not None:
-            text_states, image_states = self._encoder_states(
-                input_ids, attention_mask, pixel_values, question_features, image_features
-            )
-            text_keys, image_keys = self._fusion_keys(text_states, image_states)
-            encoder_hidden_states, encoder_attention_mask = self._concatenate(
-                text_keys, image_keys, attention_mask, image_index
-            )
-            cross_attention_cache = self._shared_cross_attention_cache(text_keys, image_keys, image_index)
-        else:
-            encoder_hidden_states, encoder_attention_mask = self.encode(
-                input_ids, attention_mask, pixel_values, image_index, question_features, image_features
-            )
+        encoder_hidden_states, encoder_attention_mask, cross_attention_cache = self._fuse(
+            input_ids,
+            attention_mask,
+            pixel_values,
+            question_features,
+            image_features,
+            question_index,
+            image_index,
+            share_keys_values=True,
+        )
         decoder_output = self.decoder(
             inputs_embeds=self.decoder_embeddings(decoder_input_ids, encoder_hidden_states, encoder_attention_mask),
             attention_mask=decoder_attention_mask,
@@ -432,6 +505,7 @@ class VQAModel(PreTrainedModel):
         num_beams: int = 1,
         question_features: torch.FloatTensor | None = None,
         image_features: torch.FloatTensor | None = None,
+        question_index: torch.LongTensor | None = None,
         **generate_kwargs: Any,
     ) -> torch.LongTensor:
         """Write answers: the encoders run once, then GPT-2 decodes with its KV cache (greedy or beam search).
@@ -443,16 +517,17 @@ class VQAModel(PreTrainedModel):
             max_new_tokens: answer length limit, EOS included (default `config.max_answer_tokens`).
             num_beams: 1 for greedy decoding.
             question_features, image_features: cached encoder outputs (see `encode`).
+            question_index: (B,) row of `input_ids` (or `question_features`) for each example (see `encode`).
             generate_kwargs: passed to `GenerationMixin.generate` (e.g. `length_penalty`).
 
         Returns:
             (B, N) answer token ids without BOS; rows end at EOS and are padded with the pad id after it.
         """
         encoder_hidden_states, encoder_attention_mask = self.encode(
-            input_ids, attention_mask, pixel_values, image_index, question_features, image_features
+            input_ids, attention_mask, pixel_values, image_index, question_features, image_features, question_index
         )
         config = self.config.decoder_config
-        bos = attention_mask.new_full((attention_mask.shape[0], 1), config.bos_token_id)
+        bos = encoder_attention_mask.new_full((encoder_attention_mask.shape[0], 1), config.bos_token_id)
         sequences = self.decoder.generate(
             inputs_embeds=self.decoder_embeddings(bos, encoder_hidden_states, encoder_attention_mask),
             attention_mask=torch.ones_like(bos),
@@ -472,6 +547,11 @@ class VQAModel(PreTrainedModel):
         is_eos = (answers == config.eos_token_id).long()
         after_first_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
         return answers.masked_fill(after_first_eos, config.pad_token_id)
+
+
+def _rows(tensor: torch.Tensor, index: torch.LongTensor | None) -> torch.Tensor:
+    """(M, ...) distinct rows -> (B, ...) one per example (`tensor[index]`); unchanged when `index` is None."""
+    return tensor if index is None else tensor[index]
 
 
 def answer_loss(

@@ -173,10 +173,12 @@ class VQAProcessor:
 class VQACollator:
     """DataLoader `collate_fn`: rows of the shared schema -> a batch of model inputs.
 
-    It runs in the DataLoader's worker processes, so image decoding and preprocessing happen there too. When the
-    `image` column is not decoded (`Image(decode=False)`, as training uses it), each distinct image file in the
-    batch is decoded once, and `image_index` (B,) maps every question to its row of `pixel_values` (N, 3, H, W).
-    Already-decoded PIL images are used as they are, one per question.
+    It runs in the DataLoader's worker processes, so image decoding and preprocessing happen there too. Each
+    distinct question text in the batch is tokenized once: `input_ids` and `attention_mask` are (M, Lq) and
+    `question_index` (B,) maps every example to its row. When the `image` column is not decoded
+    (`Image(decode=False)`, as training uses it), each distinct image file in the batch is decoded once, and
+    `image_index` (B,) maps every example to its row of `pixel_values` (N, 3, H, W). Already-decoded PIL images are
+    used as they are, one per example.
 
     Args:
         answer_column: the training target; `multiple_choice_answer` is the most common of the ten human answers.
@@ -184,39 +186,58 @@ class VQACollator:
         features: cached encoder outputs by component (`vqa.feature_cache.build_lookups`): with `text_encoder`,
             batches carry `question_features` instead of `input_ids`; with `image_encoder`, `image_features`
             (N, 1 + P, Hv) of the distinct images instead of `pixel_values`, and no image is decoded.
+        inputs: the model's `config.inputs`; with `"question_only"` no image is read at all.
+        distinct_questions: False gives one question row per example and no `question_index`.
     """
 
     processor: VQAProcessor
     answer_column: str = "multiple_choice_answer"
     with_labels: bool = True
     features: dict[str, Any] | None = None
+    inputs: str = "both"
+    distinct_questions: bool = True
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        features = self.features or {}
+        batch: dict[str, torch.Tensor] = {}
         questions = [row["question"] for row in rows]
-        if "text_encoder" in features:
-            question_features, attention_mask = features["text_encoder"].stack(questions)
-            # attention_mask first: the Trainer reads the batch size from the first tensor.
-            batch = {"attention_mask": attention_mask, "question_features": question_features}
-        else:
-            batch = self.processor.encode_questions(questions)
-        images = [row["image"] for row in rows]
-        if all(isinstance(image, dict) for image in images):
-            distinct: dict[str, int] = {}
-            image_index = [distinct.setdefault(_image_key(image), len(distinct)) for image in images]
-            if "image_encoder" in features:
-                batch["image_features"] = features["image_encoder"].stack(list(distinct))[0]
-            else:
-                batch["pixel_values"] = self.processor.encode_images([open_image(key) for key in distinct])
-            batch["image_index"] = torch.tensor(image_index)
-        elif "image_encoder" in features:
-            raise ValueError("image: cached image features need undecoded images (paths); got decoded images")
-        else:
-            batch["pixel_values"] = self.processor.encode_images(images)
+        if self.distinct_questions:
+            distinct_questions: dict[str, int] = {}
+            # First in the batch: the Trainer reads the batch size from the first tensor.
+            batch["question_index"] = torch.tensor(
+                [distinct_questions.setdefault(question, len(distinct_questions)) for question in questions]
+            )
+            questions = list(distinct_questions)
+        batch.update(self._questions(questions))
+        if self.inputs != "question_only":
+            batch.update(self._images([row["image"] for row in rows]))
         # Test splits have no answers: their batches carry no labels.
         if self.with_labels and all(row[self.answer_column] is not None for row in rows):
             batch["labels"] = self.processor.encode_answers([row[self.answer_column] for row in rows])
         return batch
+
+    def _questions(self, questions: list[str]) -> dict[str, torch.Tensor]:
+        """(M, Lq) attention_mask with input_ids, or with the cached question_features (M, Lq, Ht)."""
+        if "text_encoder" in (self.features or {}):
+            question_features, attention_mask = self.features["text_encoder"].stack(questions)
+            return {"attention_mask": attention_mask, "question_features": question_features}
+        return self.processor.encode_questions(questions)
+
+    def _images(self, images: list[Any]) -> dict[str, torch.Tensor]:
+        """pixel_values (or cached image_features) of the distinct images and image_index, or one image per row."""
+        features = self.features or {}
+        if all(isinstance(image, dict) for image in images):
+            distinct: dict[str, int] = {}
+            image_index = torch.tensor([distinct.setdefault(_image_key(image), len(distinct)) for image in images])
+            if "image_encoder" in features:
+                return {
+                    "image_features": features["image_encoder"].stack(list(distinct))[0],
+                    "image_index": image_index,
+                }
+            pixel_values = self.processor.encode_images([open_image(key) for key in distinct])
+            return {"pixel_values": pixel_values, "image_index": image_index}
+        if "image_encoder" in features:
+            raise ValueError("image: cached image features need undecoded images (paths); got decoded images")
+        return {"pixel_values": self.processor.encode_images(images)}
 
 
 def _image_key(image: dict[str, Any]) -> str:

@@ -16,10 +16,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vqa.baselines import AnswerPrior, shuffle_images
 from vqa.feature_cache import CACHEABLE, FeatureLookup, build_lookups
 from vqa.processing import VQACollator, VQAProcessor
-from vqa.run_outputs import official_results, run_card, write_json
-from vqa.training import VQATrainer, for_training, training_arguments, validate_config
+from vqa.run_outputs import metrics_content, official_results, run_card, write_json
+from vqa.training import VQATrainer, for_training, score_split, training_arguments, validate_config
 
 logger = logging.getLogger("vqa")
 CODE_FOLDER = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def cached_features(
     cfg: DictConfig, model: torch.nn.Module, processor: VQAProcessor, splits: dict[str, Dataset]
 ) -> dict[str, FeatureLookup] | None:
     """Feature stores for the frozen encoders over the splits the run reads, when `feature_cache.enabled`."""
-    if not cfg.feature_cache.enabled or not set(CACHEABLE) & model.frozen_components:
+    if not cfg.feature_cache.enabled or not set(CACHEABLE) & model.frozen_components & set(model.active_encoders):
         return None
     used = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
     lookups = build_lookups(
@@ -74,10 +75,12 @@ def run(cfg: DictConfig) -> float | None:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     splits = instantiate(cfg.data)
+    if cfg.get("prior"):
+        return run_prior(cfg, splits, run_dir, start)
     model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
 
-    collator = VQACollator(processor)
+    collator = VQACollator(processor, inputs=model.config.inputs)
     trainer = VQATrainer(
         model=model,
         args=training_arguments(cfg, str(run_dir)),
@@ -96,24 +99,25 @@ def run(cfg: DictConfig) -> float | None:
 
     final: dict[str, Any] = {}
     answers: list[str] = []
+    shuffled_accuracy = None
     if cfg.final_evaluation:
-        prediction = trainer.predict(for_training(splits[cfg.final_split]), metric_key_prefix="test")
+        final_split = splits[cfg.final_split]
+        prediction = trainer.predict(for_training(final_split), metric_key_prefix="test")
         answers = trainer.vqa_metrics.predictions
         final = {key.removeprefix("test_"): value for key, value in prediction.metrics.items()}
+        if cfg.shuffled_image_check and "vqa_accuracy" in final:
+            logger.info("shuffled-image check: %s questions, each on a random other image", len(final_split))
+            shuffled = shuffle_images(final_split, cfg.seed)
+            shuffled_accuracy = trainer.predict(for_training(shuffled), metric_key_prefix="shuffled").metrics.get(
+                "shuffled_vqa_accuracy"
+            )
 
     if trainer.is_world_process_zero():
         checkpoint = run_dir / "checkpoint"
         trainer.save_model(str(checkpoint))
         processor.save_pretrained(checkpoint)
-        metrics = {
-            "split": cfg.final_split,
-            "num_questions": len(splits[cfg.final_split]) if cfg.final_evaluation else 0,
-            "vqa_accuracy": final.get("vqa_accuracy"),
-            "per_answer_type": {
-                k.removeprefix("vqa_accuracy_"): v for k, v in final.items() if k.startswith("vqa_accuracy_")
-            },
-            "loss": final.get("loss"),
-        }
+        num_questions = len(splits[cfg.final_split]) if cfg.final_evaluation else 0
+        metrics = metrics_content(cfg.final_split, num_questions, final, shuffled_accuracy)
         write_json(run_dir / "metrics.json", metrics)
         if answers:
             write_json(run_dir / "predictions.json", official_results(splits[cfg.final_split], answers))
@@ -128,6 +132,47 @@ def run(cfg: DictConfig) -> float | None:
             log_sample_predictions(splits[cfg.final_split], answers, cfg.logger.get("sample_predictions", 32))
         print_summary(run_dir, metrics, card)
     return final.get("vqa_accuracy")
+
+
+def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start: float) -> float | None:
+    """`baseline=prior`: the training split's most common answer per question type (or overall), no network.
+
+    Writes the same run folder as a trained model: metrics.json (with the shuffled-image check, which a prior
+    passes unchanged by construction), predictions.json, run_card.json.
+    """
+    train = splits["train"]
+    prior = AnswerPrior.fit(train["multiple_choice_answer"], train["question_type"], cfg.prior.by)
+    final_split = splits[cfg.final_split]
+    question_types = final_split["question_type"]
+    answers = prior.predict(question_types)
+    unseen = prior.count_unseen(question_types)
+    logger.info(
+        "prior by %s: %d question types, overall answer %r; %d %s questions of types unseen in training",
+        cfg.prior.by,
+        len(prior.answers),
+        prior.overall,
+        unseen,
+        cfg.final_split,
+    )
+    scores = score_split(final_split, answers)
+    shuffled_accuracy = None
+    if cfg.shuffled_image_check and scores:
+        shuffled = shuffle_images(final_split, cfg.seed)
+        shuffled_accuracy = score_split(shuffled, prior.predict(shuffled["question_type"])).get("vqa_accuracy")
+    baseline = {
+        "name": "prior",
+        "by": cfg.prior.by,
+        "question_types": len(prior.answers),
+        "overall_answer": prior.overall,
+        "questions_of_unseen_types": unseen,
+    }
+    metrics = metrics_content(cfg.final_split, len(final_split), scores, shuffled_accuracy, baseline=baseline)
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "predictions.json", official_results(final_split, answers))
+    card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, {}, world_size=1)
+    write_json(run_dir / "run_card.json", card)
+    print_summary(run_dir, metrics, card)
+    return scores.get("vqa_accuracy")
 
 
 def ranks_agree_on_parameters(model: torch.nn.Module) -> bool | None:
@@ -162,10 +207,13 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
         f"VQA accuracy      {metrics['vqa_accuracy']} on {metrics['num_questions']} {metrics['split']} questions",
     ]
     lines += [f"  {name:<16}{value}" for name, value in metrics["per_answer_type"].items()]
-    lines += [
-        f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)",
-        f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}",
-    ]
+    if metrics.get("vqa_accuracy_shuffled_images") is not None:
+        lines.append(f"shuffled images   {metrics['vqa_accuracy_shuffled_images']} (each question on another image)")
+    if "baseline" in metrics:
+        lines.append(f"baseline          {metrics['baseline']['name']} by {metrics['baseline']['by']}, no training")
+    lines.append(f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)")
+    if card["train_samples_per_second"]:
+        lines.append(f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}")
     lines += [
         f"feature cache     {component}: {cache['bytes'] / 2**20:.1f} MiB in {len(cache['folders'])} split folders"
         for component, cache in card.get("feature_cache", {}).items()

@@ -20,6 +20,32 @@ def write_json(path: Path, content: Any) -> None:
     path.write_text(json.dumps(content, indent=2) + "\n")
 
 
+def metrics_content(
+    split: str,
+    num_questions: int,
+    scores: dict[str, Any],
+    shuffled_accuracy: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """metrics.json: the final split's VQA accuracy overall and per answer type, the shuffled-image check's accuracy,
+    the loss (None without a network) and `extra` entries (such as a baseline's settings).
+
+    Args:
+        scores: `vqa_accuracy`, `vqa_accuracy_<answer type>` and optionally `loss`, as from `score_split`.
+    """
+    return {
+        "split": split,
+        "num_questions": num_questions,
+        "vqa_accuracy": scores.get("vqa_accuracy"),
+        "vqa_accuracy_shuffled_images": shuffled_accuracy,
+        "per_answer_type": {
+            key.removeprefix("vqa_accuracy_"): value for key, value in scores.items() if key.startswith("vqa_accuracy_")
+        },
+        "loss": scores.get("loss"),
+        **extra,
+    }
+
+
 def official_results(dataset: Dataset, answers: list[str]) -> list[dict[str, Any]]:
     """Predictions in the official results format: `[{"question_id": ..., "answer": ...}]`."""
     return [

@@ -3,9 +3,10 @@
     python -m vqa.sweep_report multirun/2026-11-21/10-00-00 [--csv table.csv]
 
 Each run folder contributes one row: the overrides that differ between runs (from `.hydra/overrides.yaml`; the
-ones all runs share are listed above the table) and its `metrics.json`
-(`vqa_accuracy` and the per-answer-type accuracies). Runs without metrics (failed or unfinished) are listed with
-empty metric cells and counted, not dropped.
+ones all runs share are listed above the table) and its `metrics.json` (`vqa_accuracy`, the shuffled-image check's
+accuracy as `shuffled_images`, and the per-answer-type accuracies). Runs without metrics (failed or unfinished)
+are listed with empty metric cells and counted, not dropped. Every multirun prints this table when it ends (the
+`PrintReport` callback in conf/config.yaml).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 
 def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -38,6 +41,8 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
             flat = {"vqa_accuracy": metrics.get("vqa_accuracy")}
+            if metrics.get("vqa_accuracy_shuffled_images") is not None:
+                flat["shuffled_images"] = metrics["vqa_accuracy_shuffled_images"]
             flat.update({f"acc_{name}": value for name, value in metrics.get("per_answer_type", {}).items()})
             for key, value in flat.items():
                 row[key] = value
@@ -70,14 +75,11 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vqa.sweep_report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holding 0/, 1/, ...)")
-    parser.add_argument("--csv", type=Path, help="where to write the CSV (default: <sweep_dir>/report.csv)")
-    args = parser.parse_args(argv)
-    rows, override_columns, metric_columns = collect_rows(args.sweep_dir)
+def report(sweep_dir: Path, csv_path: Path | None = None) -> int:
+    """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`); 2 if no runs."""
+    rows, override_columns, metric_columns = collect_rows(sweep_dir)
     if not rows:
-        print(f"error: {args.sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
+        print(f"error: {sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
         return 2
     # Overrides shared by every run (the sweep's fixed settings) go above the table, not into a column.
     varying = [key for key in override_columns if len({str(row.get(key)) for row in rows}) > 1]
@@ -89,10 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     unfinished = sum("vqa_accuracy" not in row for row in rows)
     if unfinished:
         print(f"\n{unfinished} of {len(rows)} runs have no metrics.json (failed or unfinished)")
-    csv_path = args.csv or args.sweep_dir / "report.csv"
+    csv_path = csv_path or sweep_dir / "report.csv"
     csv_path.write_text(csv_table(rows, columns))
     print(f"\nCSV: {csv_path}")
     return 0
+
+
+class PrintReport(Callback):
+    """Hydra callback (conf/config.yaml `hydra.callbacks`): the report of a multirun, printed when it ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        print(f"\nsweep report: {config.hydra.sweep.dir}\n", flush=True)
+        report(Path(config.hydra.sweep.dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vqa.sweep_report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holding 0/, 1/, ...)")
+    parser.add_argument("--csv", type=Path, help="where to write the CSV (default: <sweep_dir>/report.csv)")
+    args = parser.parse_args(argv)
+    return report(args.sweep_dir, args.csv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from datasets import Image as ImageFeature
 from omegaconf import DictConfig, OmegaConf
 from transformers import EvalPrediction, PreTrainedModel, Trainer, TrainingArguments
 
-from vqa.configuration import FUSIONS
+from vqa.baselines import PRIOR_GROUPINGS
+from vqa.configuration import FUSIONS, INPUTS
 from vqa.freezing import resolve_freeze
 from vqa.metrics import ScoredQuestion, vqa_accuracy
 from vqa.processing import VQAProcessor
@@ -31,6 +32,7 @@ GENERATION_INPUTS = (
     "attention_mask",
     "pixel_values",
     "image_index",
+    "question_index",
     "question_features",
     "image_features",
 )
@@ -50,6 +52,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.{error}") from None
     if cfg.model.fusion not in FUSIONS:
         raise ConfigError(f"model.fusion: got {cfg.model.fusion!r}, expected one of {', '.join(FUSIONS)}")
+    if cfg.model.get("inputs", "both") not in INPUTS:
+        raise ConfigError(f"model.inputs: got {cfg.model.inputs!r}, expected one of {', '.join(INPUTS)}")
     # keys(): `in` on a DictConfig is False for a missing (???) value.
     if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):  # noqa: SIM118
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
@@ -64,6 +68,8 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{name}: got {cfg[name]!r}, expected one of {', '.join(SPLIT_NAMES)}")
     if cfg.trainer.questions_per_image is not None and cfg.trainer.questions_per_image < 1:
         raise ConfigError(f"trainer.questions_per_image: got {cfg.trainer.questions_per_image}, expected >= 1 or null")
+    if cfg.get("prior") and cfg.prior.get("by") not in PRIOR_GROUPINGS:
+        raise ConfigError(f"prior.by: got {cfg.prior.get('by')!r}, expected one of {', '.join(PRIOR_GROUPINGS)}")
     if cfg.feature_cache.dtype not in ("float16", "float32"):
         raise ConfigError(f"feature_cache.dtype: got {cfg.feature_cache.dtype!r}, expected float16 or float32")
 
@@ -122,21 +128,36 @@ class VQAMetrics:
         self.predictions = self.decode(evaluation.predictions)
         if not self.answers or not self.answers[0]:
             return {}  # a test split without answers: predictions only
-        accuracy = vqa_accuracy(
-            ScoredQuestion(qid, prediction, answers, str(answer_type), str(question_type))
-            for qid, prediction, answers, answer_type, question_type in zip(
-                self.question_ids,
-                self.predictions,
-                self.answers,
-                self.answer_types,
-                self.question_types,
-                strict=True,
-            )
+        return score_answers(self.predictions, self.question_ids, self.answers, self.answer_types, self.question_types)
+
+
+def score_answers(
+    predictions: Sequence[str],
+    question_ids: Sequence[int],
+    answers: Sequence[Sequence[str]],
+    answer_types: Sequence[str | None],
+    question_types: Sequence[str | None],
+) -> dict[str, float]:
+    """Official VQA accuracy of `predictions` against each question's human `answers`: `vqa_accuracy` and one
+    `vqa_accuracy_<answer type>` per answer type."""
+    accuracy = vqa_accuracy(
+        ScoredQuestion(qid, prediction, human, str(answer_type), str(question_type))
+        for qid, prediction, human, answer_type, question_type in zip(
+            question_ids, predictions, answers, answer_types, question_types, strict=True
         )
-        metrics = {"vqa_accuracy": accuracy["overall"]}
-        for answer_type, value in accuracy["perAnswerType"].items():
-            metrics[f"vqa_accuracy_{metric_name(answer_type)}"] = value
-        return metrics
+    )
+    metrics = {"vqa_accuracy": accuracy["overall"]}
+    for answer_type, value in accuracy["perAnswerType"].items():
+        metrics[f"vqa_accuracy_{metric_name(answer_type)}"] = value
+    return metrics
+
+
+def score_split(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float]:
+    """`score_answers` against a split's own columns; {} for a split without answers (a test split)."""
+    answers = dataset["answers"]
+    if not answers or not answers[0]:
+        return {}
+    return score_answers(predictions, dataset["question_id"], answers, dataset["answer_type"], dataset["question_type"])
 
 
 def metric_name(text: str) -> str:
