@@ -3,8 +3,8 @@
 Random-init weights on real easy-VQA data, through the real collator, DataLoader and model (a plain training loop:
 forward, backward, AdamW step), so each setting differs in one thing only:
 
-- training, freeze=nothing: random batches (one encoder pass per question, as the textbook) vs image-grouped
-  batches (each distinct image and question text encoded once per batch);
+- training, freeze=nothing: random batches (one question row per example, as the textbook; an image rarely repeats
+  within a batch) vs image-grouped batches (each distinct image and question text encoded once per batch);
 - training, freeze=encoders (grouped): encoders run every step vs read from the feature cache;
 - generation: batched greedy decoding with the KV cache (`VQAModel.generate`) vs a per-question greedy loop
   without a cache (the textbook's evaluation), on the same questions; their answers are compared;
@@ -97,7 +97,7 @@ def training_throughput(
     train = for_training(splits["train"])
     model, processor = model_and_processor(preset, splits["train"], freeze)
     model.to(device).train()
-    # Random batches stand for the textbook's loop: every question and image encoded once per example.
+    # Random batches stand for the textbook's loop: one question row per example (images seldom repeat anyway).
     collator = VQACollator(processor, distinct_questions=grouped)
     if cached:
         collator.features = build_lookups(model, processor, [splits["train"]], cache_dir)

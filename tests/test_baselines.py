@@ -57,14 +57,50 @@ def test_image_only_model_never_reads_the_question() -> None:
     assert answers.shape[0] == 3
 
 
-def test_left_out_encoder_is_not_trained_and_survives_a_round_trip(tmp_path: Path) -> None:
-    model = blind_model("question_only").train()
-    model(**make_batch()).loss.backward()
+@pytest.mark.parametrize(("inputs", "left_out"), [("question_only", "image"), ("image_only", "text")])
+def test_every_trainable_parameter_gets_a_gradient_and_no_other(inputs: str, left_out: str) -> None:
+    # What DDP needs (find_unused_parameters off): trainable <=> used, with shared rows and cross-attention caches.
+    model = blind_model(inputs).train()
+    batch = make_batch(batch_size=6)
+    model(
+        input_ids=batch["input_ids"][:3],
+        attention_mask=batch["attention_mask"][:3],
+        question_index=torch.tensor([0, 1, 2, 2, 1, 0]),
+        pixel_values=batch["pixel_values"][:2],
+        image_index=torch.tensor([0, 0, 1, 1, 0, 1]),
+        labels=batch["labels"],
+    ).loss.backward()
     for name, parameter in model.named_parameters():
-        unused = name.startswith(("image_encoder.", "image_projection."))
+        unused = name.startswith((f"{left_out}_encoder.", f"{left_out}_projection."))
         assert parameter.requires_grad != unused, name
-        if unused:
-            assert parameter.grad is None, name
+        assert (parameter.grad is not None) == parameter.requires_grad, name
+
+
+@pytest.mark.parametrize("inputs", ["question_only", "image_only"])
+def test_blind_model_with_shared_rows_equals_repeated_rows(inputs: str) -> None:
+    model = blind_model(inputs).eval()
+    batch = make_batch(batch_size=6)
+    question_index, image_index = torch.tensor([0, 1, 2, 2, 1, 0]), torch.tensor([1, 0, 0, 1, 1, 0])
+    questions, masks, images = batch["input_ids"][:3], batch["attention_mask"][:3], batch["pixel_values"][:2]
+    shared = model(
+        input_ids=questions,
+        attention_mask=masks,
+        question_index=question_index,
+        pixel_values=images,
+        image_index=image_index,
+        labels=batch["labels"],
+    )
+    repeated = model(
+        input_ids=questions[question_index],
+        attention_mask=masks[question_index],
+        pixel_values=images[image_index],
+        labels=batch["labels"],
+    )
+    torch.testing.assert_close(shared.logits, repeated.logits)
+
+
+def test_left_out_encoder_is_not_trained_and_survives_a_round_trip(tmp_path: Path) -> None:
+    model = blind_model("question_only")
     table = dict(line.split()[:2] for line in model.parameter_table().splitlines()[1:])
     assert table["image_encoder"] == "0"
     model.save_pretrained(tmp_path)
@@ -76,9 +112,12 @@ def test_left_out_encoder_is_not_trained_and_survives_a_round_trip(tmp_path: Pat
     assert full.config.inputs == "both" and full.image_encoder.embeddings.cls_token.requires_grad
 
 
-def test_unknown_inputs_is_a_clear_error() -> None:
+def test_unknown_inputs_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"VQAConfig\.inputs: got 'text', expected one of both, question_only"):
         VQAConfig.tiny(inputs="text")
+    blind_model("both").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"VQAConfig\.inputs: got 'text'"):
+        VQAModel.from_pretrained(tmp_path, inputs="text")
 
 
 def test_prior_answers_the_most_common_training_answer_per_question_type() -> None:
@@ -94,6 +133,14 @@ def test_prior_answers_the_most_common_training_answer_per_question_type() -> No
     assert overall.predict(["is there", "what color"]) == ["yes", "yes"] and overall.count_unseen(["x"]) == 0
     with pytest.raises(ValueError, match=r"prior\.by: got 'answer_type'"):
         AnswerPrior.fit(answers, types, by="answer_type")  # type: ignore[arg-type]
+
+
+def test_prior_types_unannotated_questions_from_their_text() -> None:
+    prior = AnswerPrior.fit(["2", "red", "yes"], ["how many", "what color is the", "is the"], by="question_type")
+    questions = ["How many dogs?", "What color is the car?", "what color are they?", "is the sky blue?"]
+    types, inferred = prior.question_types([None, None, None, "is the"], questions)
+    assert types == ["how many", "what color is the", None, "is the"] and inferred == 3
+    assert prior.predict(types) == ["2", "red", prior.overall, "yes"] and prior.count_unseen(types) == 1
 
 
 def split(image_ids: list[int]) -> Dataset:

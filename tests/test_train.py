@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from vqa import VQAModel, VQAProcessor
 from vqa.sweep_report import main as sweep_report
@@ -52,6 +53,32 @@ def test_fast_run_writes_the_run_folder(tmp_path: Path, environment: dict[str, s
     model = VQAModel.from_pretrained(run_dir / "checkpoint")
     processor = VQAProcessor.from_pretrained(run_dir / "checkpoint")
     assert model.config.decoder_config.vocab_size >= processor.answer_vocab_size
+
+
+def test_load_best_model_at_end_restores_every_weight_of_the_best_checkpoint(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    # The *worst* eval loss counts as best, so that the best checkpoint is an early one, not the last.
+    run_dir = tmp_path / "best"
+    settings = {
+        "max_steps": 6,
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "save_total_limit": "null",
+        "load_best_model_at_end": "true",
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": "true",
+    }
+    train([*FAST, f"hydra.run.dir={run_dir}", *(f"trainer.args.{k}={v}" for k, v in settings.items())], environment)
+    state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    best = Path(state["best_model_checkpoint"])
+    assert best.name != "checkpoint-6"
+    expected = VQAModel.from_pretrained(best).state_dict()
+    final = VQAModel.from_pretrained(run_dir / "checkpoint").state_dict()
+    assert any(name.startswith("image_encoder.") for name in final)
+    for name, tensor in expected.items():
+        assert torch.equal(final[name], tensor), name
 
 
 def test_overfit_memorises_a_handful_of_questions(tmp_path: Path, environment: dict[str, str]) -> None:

@@ -53,6 +53,22 @@ class AnswerPrior:
             by, {kind: _most_common(counts) for kind, counts in per_type.items()}, _most_common(Counter(answers))
         )
 
+    def question_types(
+        self, question_types: Sequence[str | None], questions: Sequence[str]
+    ) -> tuple[list[str | None], int]:
+        """Each question's type, read from its text where the split has none (test splits without annotations):
+        the longest training question type the question starts with (VQA's types are question prefixes, such
+        as "what color is the"). Returns the types and how many were read from the text."""
+        known = sorted(self.answers, key=len, reverse=True)
+        resolved: list[str | None] = []
+        for question_type, question in zip(question_types, questions, strict=True):
+            if question_type is None:
+                text = question.lower().rstrip("?").strip()
+                question_type = next((kind for kind in known if text == kind or text.startswith(kind + " ")), None)
+            resolved.append(question_type)
+        inferred = sum(question_type is None for question_type in question_types)
+        return resolved, inferred
+
     def predict(self, question_types: Sequence[str | None]) -> list[str]:
         """One answer per question, from its question type (`overall` for a type unseen in training)."""
         if self.by == "global":

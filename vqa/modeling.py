@@ -17,7 +17,7 @@ from torch import nn
 from transformers import DistilBertModel, DynamicCache, EncoderDecoderCache, GPT2LMHeadModel, PreTrainedModel, ViTModel
 from transformers.utils import ModelOutput
 
-from vqa.configuration import VQAConfig
+from vqa.configuration import INPUTS, VQAConfig
 from vqa.freezing import apply_freeze, parameter_table, resolve_freeze
 
 TEXT, IMAGE = 0, 1  # rows of the modality embedding
@@ -149,6 +149,8 @@ class VQAModel(PreTrainedModel):
     def apply_freeze(self) -> None:
         """`requires_grad` from `config.freeze`, and off for the unused modules (DDP rejects trainable parameters
         that get no gradient, and the optimizer should not decay them)."""
+        if self.config.inputs not in INPUTS:  # from_pretrained(..., inputs=...) bypasses VQAConfig's own check
+            raise ValueError(f"VQAConfig.inputs: got {self.config.inputs!r}, expected one of {', '.join(INPUTS)}")
         apply_freeze(self, self.frozen_components)
         for module in self.unused_modules:
             module.requires_grad_(False)

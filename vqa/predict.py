@@ -112,19 +112,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         parser.error(str(error))
 
-    maps = explain(model, processor, image, args.question)
-    try:
-        image_share = maps.image_share(args.layer, args.head).mean()
-    except ValueError as error:  # a layer or head index out of range
-        parser.error(str(error))
+    if model.config.fusion != "tokens" or model.config.inputs != "both":
+        # Blind baselines and pooled fusion have no per-token map over question and image: answers only.
+        if args.attention_map:
+            parser.error(
+                f"--attention-map: the checkpoint has fusion={model.config.fusion!r}, inputs={model.config.inputs!r}; "
+                "attention maps need fusion='tokens' and inputs='both'"
+            )
+        maps = None
+        answer = top_answers(model, processor, image, args.question, k=1)[0][0]
+    else:
+        maps = explain(model, processor, image, args.question)
+        answer = maps.answer
+        try:
+            image_share = maps.image_share(args.layer, args.head).mean()
+        except ValueError as error:  # a layer or head index out of range
+            parser.error(str(error))
     print(f"question  {args.question}")
-    print(f"answer    {maps.answer}")
+    print(f"answer    {answer}")
     if args.top_k > 1:
         print(f"top {args.top_k}")
         for answer, probability in top_answers(model, processor, image, args.question, args.top_k):
             print(f"  {probability:8.4f}  {answer}")
-    print(f"attention on the image  {100 * image_share:.1f}% (the rest on the question)")
-    if args.attention_map:
+    if maps is not None:
+        print(f"attention on the image  {100 * image_share:.1f}% (the rest on the question)")
+    if maps is not None and args.attention_map:
         from vqa.attention_plots import plot_answer_attention, save_figure
 
         figure = plot_answer_attention(maps, args.layer, args.head)

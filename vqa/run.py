@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> float | None:
         prediction = trainer.predict(for_training(final_split), metric_key_prefix="test")
         answers = trainer.vqa_metrics.predictions
         final = {key.removeprefix("test_"): value for key, value in prediction.metrics.items()}
-        if cfg.shuffled_image_check and "vqa_accuracy" in final:
+        if shuffled_check_applies(cfg, final_split) and "vqa_accuracy" in final:
             logger.info("shuffled-image check: %s questions, each on a random other image", len(final_split))
             shuffled = shuffle_images(final_split, cfg.seed)
             shuffled_accuracy = trainer.predict(for_training(shuffled), metric_key_prefix="shuffled").metrics.get(
@@ -134,6 +134,17 @@ def run(cfg: DictConfig) -> float | None:
     return final.get("vqa_accuracy")
 
 
+def shuffled_check_applies(cfg: DictConfig, split: Dataset) -> bool:
+    """Whether to run the shuffled-image check on `split`: asked for (runs saved before it existed did not), and the
+    split has at least two images to swap (otherwise one line says so)."""
+    if not cfg.get("shuffled_image_check", False):
+        return False
+    if len(set(split["image_id"])) < 2:
+        logger.warning("shuffled-image check skipped: the %s split has fewer than two images", cfg.final_split)
+        return False
+    return True
+
+
 def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start: float) -> float | None:
     """`baseline=prior`: the training split's most common answer per question type (or overall), no network.
 
@@ -143,30 +154,36 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     train = splits["train"]
     prior = AnswerPrior.fit(train["multiple_choice_answer"], train["question_type"], cfg.prior.by)
     final_split = splits[cfg.final_split]
-    question_types = final_split["question_type"]
+    question_types, inferred = prior.question_types(final_split["question_type"], final_split["question"])
     answers = prior.predict(question_types)
     unseen = prior.count_unseen(question_types)
     logger.info(
-        "prior by %s: %d question types, overall answer %r; %d %s questions of types unseen in training",
+        "prior by %s: %d question types, overall answer %r; %s split: %d questions without a question_type typed "
+        "from their text, %d questions of types unseen in training",
         cfg.prior.by,
         len(prior.answers),
         prior.overall,
-        unseen,
         cfg.final_split,
+        inferred,
+        unseen,
     )
     scores = score_split(final_split, answers)
     shuffled_accuracy = None
-    if cfg.shuffled_image_check and scores:
+    if shuffled_check_applies(cfg, final_split) and scores:
         shuffled = shuffle_images(final_split, cfg.seed)
-        shuffled_accuracy = score_split(shuffled, prior.predict(shuffled["question_type"])).get("vqa_accuracy")
+        shuffled_types, _ = prior.question_types(shuffled["question_type"], shuffled["question"])
+        shuffled_accuracy = score_split(shuffled, prior.predict(shuffled_types)).get("vqa_accuracy")
     baseline = {
         "name": "prior",
         "by": cfg.prior.by,
         "question_types": len(prior.answers),
         "overall_answer": prior.overall,
         "questions_of_unseen_types": unseen,
+        "question_types_read_from_text": inferred,
     }
     metrics = metrics_content(cfg.final_split, len(final_split), scores, shuffled_accuracy, baseline=baseline)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: one writer
+        return scores.get("vqa_accuracy")
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "predictions.json", official_results(final_split, answers))
     card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, {}, world_size=1)

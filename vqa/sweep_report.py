@@ -5,8 +5,9 @@
 Each run folder contributes one row: the overrides that differ between runs (from `.hydra/overrides.yaml`; the
 ones all runs share are listed above the table) and its `metrics.json` (`vqa_accuracy`, the shuffled-image check's
 accuracy as `shuffled_images`, and the per-answer-type accuracies). Runs without metrics (failed or unfinished)
-are listed with empty metric cells and counted, not dropped. Every multirun prints this table when it ends (the
-`PrintReport` callback in conf/config.yaml).
+are listed with empty metric cells and counted, not dropped. A multirun prints this table when it ends (the
+`PrintReport` callback in conf/config.yaml); when one of its runs fails, Hydra stops the sweep before that
+callback, so run this module on the folder to see the finished runs beside the failed one.
 """
 
 from __future__ import annotations

@@ -213,6 +213,12 @@ class VQATrainer(Trainer):
         # under legacy names, match nothing, it only warns, and the run goes on from a random image encoder.
         load_checkpoint_weights(model if model is not None else self.model, Path(resume_from_checkpoint))
 
+    def _load_best_model(self) -> None:
+        # Same trap as resuming: the Trainer's own loader (load_state_dict, strict=False) would keep the last epoch's
+        # ViT weights, because the checkpoint stores them under legacy names, and only warn.
+        logger.info("loading the best checkpoint %s (%s)", self.state.best_model_checkpoint, self.state.best_metric)
+        load_checkpoint_weights(self.model, Path(self.state.best_model_checkpoint))
+
     def evaluation_loop(self, dataloader: Any, *args: Any, **kwargs: Any) -> Any:
         # The metric needs the split's human answers: bind it to whichever split is being evaluated.
         self.vqa_metrics.bind(dataloader.dataset)
