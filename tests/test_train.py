@@ -66,11 +66,11 @@ def test_load_best_model_at_end_restores_every_weight_of_the_best_checkpoint(
         "save_strategy": "steps",
         "save_steps": 2,
         "save_total_limit": "null",
-        "load_best_model_at_end": "true",
-        "metric_for_best_model": "eval_loss",
-        "greater_is_better": "true",
     }
-    train([*FAST, f"hydra.run.dir={run_dir}", *(f"trainer.args.{k}={v}" for k, v in settings.items())], environment)
+    best_by = ["+trainer.args.load_best_model_at_end=true", "+trainer.args.metric_for_best_model=eval_loss"]
+    best_by.append("+trainer.args.greater_is_better=true")
+    overrides = [f"trainer.args.{key}={value}" for key, value in settings.items()]
+    train([*FAST, f"hydra.run.dir={run_dir}", *overrides, *best_by], environment)
     state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
     best = Path(state["best_model_checkpoint"])
     assert best.name != "checkpoint-6"
