@@ -72,6 +72,9 @@ def test_load_best_model_at_end_restores_every_weight_of_the_best_checkpoint(
     overrides = [f"trainer.args.{key}={value}" for key, value in settings.items()]
     train([*FAST, f"hydra.run.dir={run_dir}", *overrides, *best_by], environment)
     state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    # Each evaluation is logged with the wall time since training began (time-to-accuracy curves).
+    elapsed = [entry["elapsed_seconds"] for entry in state["log_history"] if "eval_vqa_accuracy" in entry]
+    assert len(elapsed) == 3 and elapsed == sorted(elapsed) and elapsed[0] > 0
     best = Path(state["best_model_checkpoint"])
     assert best.name != "checkpoint-6"
     expected = VQAModel.from_pretrained(best).state_dict()

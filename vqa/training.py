@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,18 @@ class VQATrainer(Trainer):
         self.num_beams = num_beams
         # Set before evaluation starts: the Trainer only generates predictions when compute_metrics exists.
         self.compute_metrics = self.vqa_metrics = VQAMetrics(processor)
+        self.train_start: float | None = None
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        self.train_start = time.perf_counter()
+        return super().train(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Every log entry (training loss, evaluation) also gets `elapsed_seconds` since `train()` began, so that
+        accuracy can be plotted against wall time (time to accuracy); a resumed run counts from its restart."""
+        if self.train_start is not None:
+            logs = {**logs, "elapsed_seconds": round(time.perf_counter() - self.train_start, 1)}
+        super().log(logs, *args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
