@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DistilBertConfig, GPT2Config, ViTConfig
@@ -42,6 +43,7 @@ from vqa.processing import VQACollator
 from vqa.sampling import ImageGroupedSampler
 from vqa.training import for_training
 
+TINY_PRESET = Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny.yaml"
 # Dense bf16 peak FLOP/s (no sparsity), from the vendors' data sheets.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -64,7 +66,9 @@ def base_model_and_processor(train_split: Any, freeze: str) -> tuple[VQAModel, V
 def model_and_processor(preset: str, train_split: Any, freeze: str) -> tuple[VQAModel, VQAProcessor]:
     torch.manual_seed(0)
     if preset == "tiny":
-        return tiny_model_and_processor(train_split, freeze=freeze)
+        # The settings of `model=tiny` as the default run uses them (dropout, stem, BOS conditioning, ...).
+        settings = {key: value for key, value in OmegaConf.load(TINY_PRESET).items() if key != "_target_"}
+        return tiny_model_and_processor(train_split, **{**settings, "freeze": freeze})
     return base_model_and_processor(train_split, freeze)
 
 
