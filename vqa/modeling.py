@@ -310,7 +310,7 @@ class VQAModel(PreTrainedModel):
         """The encoders' `last_hidden_state`s (or the cached ones): (M, Lq, Ht) and (N, 1 + P, Hv); None for the
         modality that `config.inputs` leaves out."""
         text_states = image_states = None
-        if self.config.inputs != "image_only":
+        if "text_encoder" in self.active_encoders:
             if attention_mask is None:
                 raise ValueError("attention_mask (B, Lq) is required: it marks the question tokens")
             if (input_ids is None) == (question_features is None):
@@ -321,7 +321,7 @@ class VQAModel(PreTrainedModel):
                     text_states = text_states.last_hidden_state
             else:
                 text_states = question_features.to(self.text_projection.linear.weight.dtype)
-        if self.config.inputs != "question_only":
+        if "image_encoder" in self.active_encoders:
             if (pixel_values is None) == (image_features is None):
                 raise ValueError("give exactly one of pixel_values and image_features")
             if image_features is None:
@@ -394,8 +394,7 @@ class VQAModel(PreTrainedModel):
         """
         pooled = []
         if text_states is not None:
-            weights = attention_mask.unsqueeze(-1).to(text_states.dtype)  # (M, Lq, 1)
-            text_mean = (text_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (M, Ht)
+            text_mean = _masked_mean(text_states, attention_mask)  # (M, Ht)
             pooled.append(_rows(self.text_projection(text_mean), question_index))
         if image_states is not None:
             pooled.append(_rows(self.image_projection(image_states.mean(dim=1)), image_index))  # (B, Hd)
@@ -482,8 +481,7 @@ class VQAModel(PreTrainedModel):
         embeddings = self.decoder.get_input_embeddings()(decoder_input_ids)
         if self.bos_conditioning is None:
             return embeddings
-        weights = encoder_attention_mask.unsqueeze(-1).to(encoder_hidden_states.dtype)  # (B, S, 1)
-        summary = (encoder_hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, Hd)
+        summary = _masked_mean(encoder_hidden_states, encoder_attention_mask)  # (B, Hd)
         start = embeddings[:, :1] + self.bos_conditioning(summary).unsqueeze(1).to(embeddings.dtype)
         return torch.cat([start, embeddings[:, 1:]], dim=1)
 
@@ -549,6 +547,12 @@ class VQAModel(PreTrainedModel):
         is_eos = (answers == config.eos_token_id).long()
         after_first_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
         return answers.masked_fill(after_first_eos, config.pad_token_id)
+
+
+def _masked_mean(states: torch.FloatTensor, mask: torch.LongTensor) -> torch.FloatTensor:
+    """(N, L, H) states and (N, L) mask -> (N, H) mean over the positions where the mask is 1 (0 for none)."""
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def _rows(tensor: torch.Tensor, index: torch.LongTensor | None) -> torch.Tensor:

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vqa.baselines import AnswerPrior, shuffle_images
-from vqa.feature_cache import CACHEABLE, FeatureLookup, build_lookups
+from vqa.feature_cache import FeatureLookup, build_lookups
 from vqa.processing import VQACollator, VQAProcessor
 from vqa.run_outputs import metrics_content, official_results, run_card, write_json
 from vqa.training import VQATrainer, for_training, score_split, training_arguments, validate_config
@@ -49,8 +49,9 @@ def configure_wandb(cfg: DictConfig, run_dir: Path) -> None:
 def cached_features(
     cfg: DictConfig, model: torch.nn.Module, processor: VQAProcessor, splits: dict[str, Dataset]
 ) -> dict[str, FeatureLookup] | None:
-    """Feature stores for the frozen encoders over the splits the run reads, when `feature_cache.enabled`."""
-    if not cfg.feature_cache.enabled or not set(CACHEABLE) & model.frozen_components & set(model.active_encoders):
+    """Feature stores for the frozen encoders over the splits the run reads, when `feature_cache.enabled`; None when
+    nothing is cached (no encoder that runs is frozen)."""
+    if not cfg.feature_cache.enabled:
         return None
     used = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
     lookups = build_lookups(
@@ -58,7 +59,7 @@ def cached_features(
     )
     for component, lookup in lookups.items():
         logger.info("feature cache: %s, %.1f MiB in %s", component, lookup.size_bytes / 2**20, cfg.feature_cache.dir)
-    return lookups
+    return lookups or None
 
 
 def run(cfg: DictConfig) -> float | None:

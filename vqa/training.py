@@ -108,17 +108,11 @@ class VQAMetrics:
     def __init__(self, processor: VQAProcessor) -> None:
         self.processor = processor
         self.predictions: list[str] = []
-        self.question_ids: list[int] = []
-        self.answers: list[list[str]] = []
-        self.answer_types: list[str | None] = []
-        self.question_types: list[str | None] = []
+        self.dataset: Dataset | None = None
 
     def bind(self, dataset: Dataset) -> None:
         """Score against this split's rows (in evaluation order) from now on."""
-        self.question_ids = dataset["question_id"]
-        self.answers = dataset["answers"]
-        self.answer_types = dataset["answer_type"]
-        self.question_types = dataset["question_type"]
+        self.dataset = dataset
 
     def decode(self, generated: np.ndarray) -> list[str]:
         """(N, T) generated ids, padded with -100 by the evaluation loop -> answer strings."""
@@ -127,38 +121,31 @@ class VQAMetrics:
 
     def __call__(self, evaluation: EvalPrediction) -> dict[str, float]:
         self.predictions = self.decode(evaluation.predictions)
-        if not self.answers or not self.answers[0]:
-            return {}  # a test split without answers: predictions only
-        return score_answers(self.predictions, self.question_ids, self.answers, self.answer_types, self.question_types)
+        return {} if self.dataset is None else score_split(self.dataset, self.predictions)
 
 
-def score_answers(
-    predictions: Sequence[str],
-    question_ids: Sequence[int],
-    answers: Sequence[Sequence[str]],
-    answer_types: Sequence[str | None],
-    question_types: Sequence[str | None],
-) -> dict[str, float]:
-    """Official VQA accuracy of `predictions` against each question's human `answers`: `vqa_accuracy` and one
-    `vqa_accuracy_<answer type>` per answer type."""
+def score_split(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float]:
+    """Official VQA accuracy of `predictions` (in the split's order) against the split's human answers:
+    `vqa_accuracy` and one `vqa_accuracy_<answer type>` per answer type; {} for a split without answers (a test
+    split: predictions only)."""
+    answers = dataset["answers"]
+    if not answers or not answers[0]:
+        return {}
     accuracy = vqa_accuracy(
         ScoredQuestion(qid, prediction, human, str(answer_type), str(question_type))
         for qid, prediction, human, answer_type, question_type in zip(
-            question_ids, predictions, answers, answer_types, question_types, strict=True
+            dataset["question_id"],
+            predictions,
+            answers,
+            dataset["answer_type"],
+            dataset["question_type"],
+            strict=True,
         )
     )
     metrics = {"vqa_accuracy": accuracy["overall"]}
     for answer_type, value in accuracy["perAnswerType"].items():
         metrics[f"vqa_accuracy_{metric_name(answer_type)}"] = value
     return metrics
-
-
-def score_split(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float]:
-    """`score_answers` against a split's own columns; {} for a split without answers (a test split)."""
-    answers = dataset["answers"]
-    if not answers or not answers[0]:
-        return {}
-    return score_answers(predictions, dataset["question_id"], answers, dataset["answer_type"], dataset["question_type"])
 
 
 def metric_name(text: str) -> str:
