@@ -6,26 +6,51 @@
     python train.py resume=outputs/2026-11-21/10-00-00
 
 `python train.py --help` lists the config groups; `python train.py --cfg job` prints the composed config.
+A wrong setting, file or checkpoint ends the run with one line on stderr and exit status 2 (vqa/errors.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import hydra
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from vqa.errors import exit_on_user_error, exit_with
 from vqa.run import run
 
 # `${or_else:a,b}` is a unless a is null: conf/config.yaml uses it for the run folder of a resumed run.
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
+# `${unless_resuming:resume,value}`: value for a new run, null for a resumed one.
+OmegaConf.register_new_resolver(
+    "unless_resuming", lambda resume, value: value if resume is None else None, replace=True
+)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("vqa").setLevel(logging.INFO)
-    return run(cfg)
+    with exit_on_user_error():
+        return run(cfg)
+
+
+def composition_error_line(error: Exception) -> str:
+    """Hydra's multi-line composition errors as one line; an unknown group option names the group's options."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        return f"{group}={option}: no such option in config group '{group}'; options: {', '.join(error.options)}"
+    return str(error).split("\nConfig search path:")[0]
 
 
 if __name__ == "__main__":
-    main()
+    # Hydra prints its own errors with a stack-trace hint and exit status 1; with HYDRA_FULL_ERROR it raises them
+    # instead, so a mistake on the command line becomes one line and exit status 2 here, and a genuine bug in a
+    # run keeps its full traceback.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as error:
+        exit_with(composition_error_line(error))

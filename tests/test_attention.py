@@ -202,7 +202,9 @@ def test_predict_cli_rejects_bad_input_in_one_line(tmp_path: Path, capsys: pytes
     shape_image().save(tmp_path / "shape.png")
     with pytest.raises(SystemExit):
         predict(["--checkpoint", str(tmp_path), "--image", str(tmp_path / "shape.png"), "--question", "what?"])
-    assert "no config.json; expected the `checkpoint` folder of a run" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: checkpoint {tmp_path}: no config.json, ") and len(error.splitlines()) == 1
+    assert "expected the `checkpoint` folder of a run" in error
 
 
 def test_shape_mask_and_patch_coverage() -> None:

@@ -162,7 +162,9 @@ def test_cli_rejects_bad_results(
     official_files: dict[str, Path], capsys: pytest.CaptureFixture[str], results: object, message: str
 ) -> None:
     official_files["results"].write_text(json.dumps(results))
-    assert main(cli_args(official_files)) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(cli_args(official_files))
+    assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1
     assert error.startswith(f"error: {official_files['results']}: ")
@@ -171,5 +173,7 @@ def test_cli_rejects_bad_results(
 
 def test_cli_rejects_malformed_json(official_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     official_files["annotations"].write_text("{not json")
-    assert main(cli_args(official_files)) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(cli_args(official_files))
+    assert exit_info.value.code == 2
     assert "malformed JSON at line 1 column 2" in capsys.readouterr().err

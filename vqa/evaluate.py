@@ -17,6 +17,7 @@ from typing import Any
 
 from vqa.data.schema import DataError
 from vqa.data.vqa_v2 import load_annotations, load_questions, read_json
+from vqa.errors import exit_on_user_error
 from vqa.metrics import ScoredQuestion, vqa_accuracy
 
 
@@ -75,11 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotations", required=True, type=Path, help="official annotations JSON")
     parser.add_argument("--results", required=True, type=Path, help='[{"question_id": ..., "answer": ...}]')
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         accuracy = evaluate_files(args.questions, args.annotations, args.results)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     print(json.dumps(accuracy, indent=2))
     return 0
 

@@ -126,13 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from vqa.data.easy_vqa import build_easy_vqa
+    from vqa.errors import exit_on_user_error
     from vqa.predict import load_checkpoint
 
-    try:
+    with exit_on_user_error():
         model, processor = load_checkpoint(args.checkpoint, args.device)
-    except FileNotFoundError as error:
-        parser.error(str(error))
-    dataset = build_easy_vqa(args.cache_dir)[args.split]
+        dataset = build_easy_vqa(args.cache_dir)[args.split]
     if args.limit:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
     report = {"checkpoint": str(args.checkpoint), "split": args.split}

@@ -14,24 +14,37 @@ from pathlib import Path
 import PIL.Image
 import torch
 from PIL.Image import Image
+from safetensors import SafetensorError
 
 from vqa.attention import Head, Layer, evaluation_mode, explain
+from vqa.errors import CheckpointError, exit_on_user_error, one_line
 from vqa.modeling import VQAModel, labels_from_answers
-from vqa.processing import PROCESSOR_CONFIG, VQAProcessor
+from vqa.processing import ANSWER_TOKENIZER_DIR, PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, VQAProcessor
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> tuple[VQAModel, VQAProcessor]:
-    """The model and processor a run saved in its `checkpoint` folder, in eval mode on `device` (GPU if any)."""
+    """The model and processor a run saved in its `checkpoint` folder, in eval mode on `device` (GPU if any).
+
+    Raises:
+        CheckpointError: a folder that is not a run's checkpoint, lacks a file, or holds a damaged one.
+    """
     path = Path(path)
-    for required in ("config.json", PROCESSOR_CONFIG):
-        if not (path / required).is_file():
-            raise FileNotFoundError(
-                f"checkpoint {path}: no {required}; expected the `checkpoint` folder of a run "
-                "(outputs/<date>/<time>/checkpoint), which holds the model and its processor"
-            )
+    expected = "expected the `checkpoint` folder of a run (outputs/<date>/<time>/checkpoint: model and processor)"
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: folder not found; {expected}")
+    required = ("config.json", PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, ANSWER_TOKENIZER_DIR)
+    missing = [name for name in required if not (path / name).exists()]
+    if not any(path.glob("*.safetensors")) and not (path / "pytorch_model.bin").is_file():
+        missing.append("model.safetensors")
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: no {', '.join(missing)}; {expected}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = VQAModel.from_pretrained(path).to(device).eval()
-    return model, VQAProcessor.from_pretrained(path)
+    try:
+        model = VQAModel.from_pretrained(path)
+        processor = VQAProcessor.from_pretrained(path)
+    except (OSError, ValueError, KeyError, SafetensorError) as error:  # truncated or damaged files
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded ({one_line(str(error))[:300]})") from None
+    return model.to(device).eval(), processor
 
 
 @torch.no_grad()
@@ -102,15 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k: {args.top_k}; expected 1 or more")
+    if not args.question.strip():
+        parser.error("--question: empty; expected a question in words")
     try:
         with PIL.Image.open(args.image) as opened:
             image = opened.convert("RGB")
     except (OSError, ValueError) as error:
         parser.error(f"--image: cannot read {args.image} ({error}); expected an image file")
-    try:
+    with exit_on_user_error():
         model, processor = load_checkpoint(args.checkpoint, args.device)
-    except FileNotFoundError as error:
-        parser.error(str(error))
+    length = len(processor.question_tokenizer(args.question)["input_ids"])
+    if length > processor.max_question_length:
+        print(
+            f"note: the question has {length} tokens; the model reads its first {processor.max_question_length}",
+            file=sys.stderr,
+        )
 
     if model.config.fusion != "tokens" or model.config.inputs != "both":
         # Blind baselines and pooled fusion have no per-token map over question and image: answers only.

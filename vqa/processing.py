@@ -5,6 +5,7 @@ encoder's own image processor, saved beside the model; and `VQACollator`, which 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,10 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import is_torchvision_available
 
+logger = logging.getLogger(__name__)
+
 QUESTION_TOKENIZER_DIR = "question_tokenizer"
+UNDECODABLE_IMAGES = "undecodable_images"  # batch key: how many rows had an image that could not be decoded
 ANSWER_TOKENIZER_DIR = "answer_tokenizer"
 PROCESSOR_CONFIG = "vqa_processor.json"
 # The tiny answer vocabulary's special tokens, at the ids VQAConfig.tiny() expects (pad 0, BOS 1, EOS 2).
@@ -208,11 +212,16 @@ class VQACollator:
             )
             questions = list(distinct_questions)
         batch.update(self._questions(questions))
+        undecodable: list[int] = []
         if self.inputs != "question_only":
-            batch.update(self._images([row["image"] for row in rows]))
+            batch.update(self._images([row["image"] for row in rows], undecodable))
         # Test splits have no answers: their batches carry no labels.
         if self.with_labels and all(row[self.answer_column] is not None for row in rows):
             batch["labels"] = self.processor.encode_answers([row[self.answer_column] for row in rows])
+            # A row without its image must not teach the model to answer from a blank one.
+            batch["labels"][undecodable] = -100
+        if undecodable:
+            batch[UNDECODABLE_IMAGES] = torch.tensor([len(undecodable)])
         return batch
 
     def _questions(self, questions: list[str]) -> dict[str, torch.Tensor]:
@@ -222,8 +231,12 @@ class VQACollator:
             return {"attention_mask": attention_mask, "question_features": question_features}
         return self.processor.encode_questions(questions)
 
-    def _images(self, images: list[Any]) -> dict[str, torch.Tensor]:
-        """pixel_values (or cached image_features) of the distinct images and image_index, or one image per row."""
+    def _images(self, images: list[Any], undecodable: list[int]) -> dict[str, torch.Tensor]:
+        """pixel_values (or cached image_features) of the distinct images and image_index, or one image per row.
+
+        An image file that cannot be decoded (changed on disk since the build verified it) does not stop the run:
+        it becomes a blank image, its rows are appended to `undecodable` and the file is named in the log.
+        """
         features = self.features or {}
         if all(isinstance(image, dict) for image in images):
             distinct: dict[str, int] = {}
@@ -233,7 +246,12 @@ class VQACollator:
                     "image_features": features["image_encoder"].stack(list(distinct))[0],
                     "image_index": image_index,
                 }
-            pixel_values = self.processor.encode_images([open_image(key) for key in distinct])
+            decoded = [_open_or_none(path) for path in distinct]
+            for row, index in enumerate(image_index.tolist()):
+                if decoded[index] is None:
+                    undecodable.append(row)
+            blank = PIL.Image.new("RGB", next((image.size for image in decoded if image is not None), (64, 64)))
+            pixel_values = self.processor.encode_images([blank if image is None else image for image in decoded])
             return {"pixel_values": pixel_values, "image_index": image_index}
         if "image_encoder" in features:
             raise ValueError("image: cached image features need undecoded images (paths); got decoded images")
@@ -244,6 +262,15 @@ def _image_key(image: dict[str, Any]) -> str:
     if image.get("path"):
         return image["path"]
     raise ValueError("image: an undecoded image without a path; expected the dataset's image paths")
+
+
+def _open_or_none(path: str) -> Image | None:
+    """The decoded image, or None (with a warning naming the file) when it cannot be decoded."""
+    try:
+        return open_image(path)
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+        logger.warning("image %s cannot be decoded (%s): its questions use a blank image, without a loss", path, error)
+        return None
 
 
 def open_image(path: str) -> Image:

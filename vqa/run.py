@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 import torch.distributed as dist
 import transformers
@@ -15,25 +17,28 @@ from datasets import Dataset
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerState
 
 from vqa.baselines import AnswerPrior, shuffle_images
+from vqa.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
+from vqa.errors import UserError
 from vqa.feature_cache import FeatureLookup, build_lookups
 from vqa.processing import VQACollator, VQAProcessor
+from vqa.resume import record_overrides, resumed_config, training_finished
 from vqa.run_outputs import metrics_content, official_results, run_card, write_json
-from vqa.training import VQATrainer, for_training, score_split, training_arguments, validate_config
+from vqa.training import (
+    VQATrainer,
+    for_training,
+    load_checkpoint_weights,
+    score_split,
+    training_arguments,
+    validate_config,
+)
 
 logger = logging.getLogger("vqa")
 CODE_FOLDER = Path(__file__).resolve().parents[1]
-
-
-def resumed_config(cfg: DictConfig) -> DictConfig:
-    """With `resume=<run folder>`, that run's own saved config (so one override is enough to continue it)."""
-    saved = Path(cfg.resume) / "config.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"resume: {saved} not found; expected the folder of an earlier run")
-    previous = OmegaConf.load(saved)
-    previous.resume = cfg.resume
-    return previous
+# What a run folder holds before training starts: Hydra's files and the resolved config.
+UNSTARTED_RUN_FILES = {".hydra", "train.log", "config.yaml"}
 
 
 def configure_wandb(cfg: DictConfig, run_dir: Path) -> None:
@@ -63,28 +68,69 @@ def cached_features(
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train and evaluate as configured; returns the final VQA accuracy (for sweeps and optimisers)."""
-    start = time.perf_counter()
-    if cfg.get("resume"):
-        cfg = resumed_config(cfg)
-    validate_config(cfg)
+    """Train and evaluate as configured; returns the final VQA accuracy (for sweeps and optimisers).
+
+    Raises:
+        UserError: a wrong setting, file or checkpoint (one line; `train.py` prints it and exits with status 2). A
+            run folder that this call created and that holds nothing of a run yet is removed first.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    created_here = not cfg.get("resume") or not (run_dir / "config.yaml").is_file()
+    try:
+        return train_and_evaluate(cfg, run_dir)
+    except UserError:
+        if created_here:
+            remove_unstarted_run_folder(run_dir)
+        raise
+
+
+def remove_unstarted_run_folder(run_dir: Path) -> None:
+    """Delete `run_dir` when it holds only what Hydra and the config step wrote (no checkpoint, no metrics)."""
+    if run_dir.is_dir() and {path.name for path in run_dir.iterdir()} <= UNSTARTED_RUN_FILES:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
+    """`run` inside its error handling: every check first, then data, model, training, evaluation, run folder."""
+    start = time.perf_counter()
+    applied: list[str] = []
+    if cfg.get("resume"):
+        cfg, applied = resumed_config(cfg, list(HydraConfig.get().overrides.task))
+    validate_config(cfg)
+    # Built now so that a wrong trainer.args value stops the run before any data or model is built.
+    args = None if cfg.get("prior") else training_arguments(cfg, str(run_dir))
+    checkpoint = latest_complete_checkpoint(run_dir) if cfg.get("resume") else None
     transformers.set_seed(cfg.seed)
     configure_wandb(cfg, run_dir)
+    datasets.disable_progress_bars()  # library internals ("Flattening the indices") are not progress a user follows
     if int(os.environ.get("RANK", "0")) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        record_overrides(run_dir, applied)
+        if checkpoint is not None:
+            discard_incomplete(run_dir, checkpoint)
 
     splits = instantiate(cfg.data)
     if cfg.get("prior"):
         return run_prior(cfg, splits, run_dir, start)
     model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
+    used_splits = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
+    questions_cut = {name: count_cut_questions(processor, splits[name]) for name in used_splits}
+    for name, count in questions_cut.items():
+        if count:
+            logger.warning(
+                "%s split: %d distinct questions are longer than %d tokens and are cut to it "
+                "(model.max_question_length)",
+                name,
+                count,
+                processor.max_question_length,
+            )
 
     collator = VQACollator(processor, inputs=model.config.inputs)
     trainer = VQATrainer(
         model=model,
-        args=training_arguments(cfg, str(run_dir)),
+        args=args,
         train_dataset=for_training(splits["train"]),
         eval_dataset=for_training(splits[cfg.eval_split]),
         data_collator=collator,
@@ -95,7 +141,11 @@ def run(cfg: DictConfig) -> float | None:
     )
     # After the Trainer has put the model on its device, so that the encoders run there once.
     collator.features = cached_features(cfg, trainer.model, processor, splits)
-    train_output = trainer.train(resume_from_checkpoint=True if cfg.get("resume") else None)
+    if checkpoint is not None and training_finished(checkpoint, trainer):
+        load_checkpoint_weights(trainer.model, final_weights(checkpoint, trainer.args.load_best_model_at_end))
+        train_metrics: dict[str, float] = {}
+    else:
+        train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
     parameters_in_sync = ranks_agree_on_parameters(trainer.model)
 
     final: dict[str, Any] = {}
@@ -114,15 +164,23 @@ def run(cfg: DictConfig) -> float | None:
             )
 
     if trainer.is_world_process_zero():
-        checkpoint = run_dir / "checkpoint"
-        trainer.save_model(str(checkpoint))
-        processor.save_pretrained(checkpoint)
+
+        def write_checkpoint(folder: Path) -> None:
+            trainer.save_model(str(folder))
+            processor.save_pretrained(folder)
+
+        replace_folder(run_dir / "checkpoint", write_checkpoint)
         num_questions = len(splits[cfg.final_split]) if cfg.final_evaluation else 0
-        metrics = metrics_content(cfg.final_split, num_questions, final, shuffled_accuracy)
+        data_report = {
+            "dropped": dict(getattr(splits, "dropped", {})),
+            "questions_cut": questions_cut,
+            "undecodable_images": trainer.undecodable_images,
+        }
+        metrics = metrics_content(cfg.final_split, num_questions, final, shuffled_accuracy, data=data_report)
         write_json(run_dir / "metrics.json", metrics)
         if answers:
             write_json(run_dir / "predictions.json", official_results(splits[cfg.final_split], answers))
-        card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, train_output.metrics, trainer.args.world_size)
+        card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, train_metrics, trainer.args.world_size)
         card["parameters_identical_across_ranks"] = parameters_in_sync
         card["feature_cache"] = {
             component: {"bytes": lookup.size_bytes, "folders": [str(store.folder) for store in lookup.stores]}
@@ -133,6 +191,21 @@ def run(cfg: DictConfig) -> float | None:
             log_sample_predictions(splits[cfg.final_split], answers, cfg.logger.get("sample_predictions", 32))
         print_summary(run_dir, metrics, card)
     return final.get("vqa_accuracy")
+
+
+def final_weights(checkpoint: Path, load_best_model_at_end: bool) -> Path:
+    """The checkpoint whose weights a finished run ends with: the best one when the run selects it, else the last."""
+    best = TrainerState.load_from_json(str(checkpoint / "trainer_state.json")).best_model_checkpoint
+    if load_best_model_at_end and best and Path(best).is_dir():
+        return Path(best)
+    return checkpoint
+
+
+def count_cut_questions(processor: VQAProcessor, split: Dataset) -> int:
+    """How many distinct questions of `split` are longer than the processor's question length (and get cut)."""
+    distinct = list(set(split["question"]))
+    lengths = processor.question_tokenizer(distinct, add_special_tokens=True, return_length=True)["length"]
+    return sum(length > processor.max_question_length for length in lengths)
 
 
 def shuffled_check_applies(cfg: DictConfig, split: Dataset) -> bool:
@@ -229,6 +302,7 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
         lines.append(f"shuffled images   {metrics['vqa_accuracy_shuffled_images']} (each question on another image)")
     if "baseline" in metrics:
         lines.append(f"baseline          {metrics['baseline']['name']} by {metrics['baseline']['by']}, no training")
+    lines += data_report_lines(metrics.get("data", {}))
     lines.append(f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)")
     if card["train_samples_per_second"]:
         lines.append(f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}")
@@ -237,3 +311,19 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
         for component, cache in card.get("feature_cache", {}).items()
     ]
     print("\n".join(lines), flush=True)
+
+
+def data_report_lines(report: dict[str, Any]) -> list[str]:
+    """Summary lines for what the run did not use as given: dropped records, cut questions, undecodable images."""
+    dropped = {reason: count for reason, count in report.get("dropped", {}).items() if count}
+    cut = {split: count for split, count in report.get("questions_cut", {}).items() if count}
+    lines = []
+    if dropped:
+        lines.append("data dropped      " + ", ".join(f"{count} {reason}" for reason, count in dropped.items()))
+    if cut:
+        lines.append("questions cut     " + ", ".join(f"{count} in {split}" for split, count in cut.items()))
+    if report.get("undecodable_images"):
+        lines.append(
+            f"undecodable images {report['undecodable_images']} question rows without their image (files in train.log)"
+        )
+    return lines

@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import time
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +21,15 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from omegaconf import DictConfig, OmegaConf
 from transformers import EvalPrediction, PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vqa.baselines import PRIOR_GROUPINGS
+from vqa.checkpoints import mark_complete
 from vqa.configuration import FUSIONS, INPUTS
+from vqa.errors import ConfigError
 from vqa.freezing import resolve_freeze
 from vqa.metrics import ScoredQuestion, vqa_accuracy
-from vqa.processing import VQAProcessor
+from vqa.processing import UNDECODABLE_IMAGES, VQAProcessor
 from vqa.sampling import ImageGroupedSampler
 
 logger = logging.getLogger(__name__)
@@ -38,9 +45,8 @@ GENERATION_INPUTS = (
     "image_features",
 )
 
-
-class ConfigError(ValueError):
-    """A wrong setting, reported in one line before any data or model is built."""
+# Set by this module, not by `trainer.args`: a value there would be silently replaced.
+MANAGED_ARGUMENTS = ("output_dir", "seed", "report_to", "remove_unused_columns", "use_cpu", "label_names")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -59,6 +65,12 @@ def validate_config(cfg: DictConfig) -> None:
     if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):  # noqa: SIM118
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
     args = cfg.trainer.args
+    check_training_argument_types(OmegaConf.to_container(args, resolve=True))  # type: ignore[arg-type]
+    if args.get("tf32") and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.args.tf32: true needs an NVIDIA GPU (Ampere or newer) and this host has no CUDA device; "
+            "use trainer=default (CPU settings), or trainer.args.tf32=null"
+        )
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if name in args and (not isinstance(args[name], int) or args[name] < 1):
             raise ConfigError(f"trainer.args.{name}: got {args[name]!r}, expected a positive integer")
@@ -73,6 +85,51 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"prior.by: got {cfg.prior.get('by')!r}, expected one of {', '.join(PRIOR_GROUPINGS)}")
     if cfg.feature_cache.dtype not in ("float16", "float32"):
         raise ConfigError(f"feature_cache.dtype: got {cfg.feature_cache.dtype!r}, expected float16 or float32")
+
+
+def check_training_argument_types(args: dict[str, Any]) -> None:
+    """Each `trainer.args` key must be a `TrainingArguments` option and its value of the option's type.
+
+    Raises:
+        ConfigError: naming the first unknown key (with the closest option names) or wrongly typed value.
+    """
+    hints = typing.get_type_hints(TrainingArguments)
+    options = [field.name for field in dataclasses.fields(TrainingArguments) if field.init]
+    for name, value in args.items():
+        if name not in options:
+            close = difflib.get_close_matches(name, options, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"trainer.args.{name}: not an option of transformers.TrainingArguments{hint}")
+        if name in MANAGED_ARGUMENTS:
+            raise ConfigError(f"trainer.args.{name}: set by the run itself, not from the config")
+        if not _value_fits(hints[name], value):
+            raise ConfigError(
+                f"trainer.args.{name}: got {value!r} ({type(value).__name__}), expected {_type_name(hints[name])}"
+            )
+
+
+def _value_fits(hint: Any, value: Any) -> bool:
+    """Whether `value` (from YAML or the command line) has the type `hint`; enums and containers are left to
+    TrainingArguments' own checks."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_value_fits(option, value) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 def for_training(dataset: Dataset) -> Dataset:
@@ -96,7 +153,10 @@ def training_arguments(cfg: DictConfig, output_dir: str) -> TrainingArguments:
     )
     if cfg.logger.get("run_name"):
         args["run_name"] = cfg.logger.run_name
-    return TrainingArguments(**args)
+    try:
+        return TrainingArguments(**args)
+    except (TypeError, ValueError) as error:  # a value TrainingArguments refuses (a strategy name, a combination)
+        raise ConfigError(f"trainer.args: {error}") from None
 
 
 class VQAMetrics:
@@ -190,6 +250,39 @@ class VQATrainer(Trainer):
         # Set before evaluation starts: the Trainer only generates predictions when compute_metrics exists.
         self.compute_metrics = self.vqa_metrics = VQAMetrics(processor)
         self.train_start: float | None = None
+        # Rows whose image file could not be decoded in the DataLoader (trained on without a loss, answered from a
+        # blank image), counted on this process; reported in the run summary and metrics.json.
+        self.undecodable_images = 0
+
+    def _count_undecodable(self, inputs: dict[str, Any]) -> None:
+        # The collator adds the key only to batches that had such a row: no device sync on ordinary steps.
+        count = inputs.pop(UNDECODABLE_IMAGES, None)
+        if count is not None:
+            self.undecodable_images += int(count.sum())
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self._count_undecodable(inputs)
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, then its manifest (`vqa.checkpoints.mark_complete`), then the rotation of old
+        checkpoints: an older complete checkpoint is deleted only once the new one is known to be whole."""
+        save_total_limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # rotation below, after the manifest
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
+        self.accelerator.wait_for_everyone()  # every rank's RNG state is written
+        run_dir = Path(self._get_output_dir(trial=trial))
+        if self.args.should_save:
+            mark_complete(run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         self.train_start = time.perf_counter()
@@ -233,6 +326,7 @@ class VQATrainer(Trainer):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Teacher-forced loss (when labels exist) and, unless only the loss is wanted, generated answers."""
         inputs = self._prepare_inputs(inputs)
+        self._count_undecodable(inputs)
         labels = inputs.get("labels")
         loss = None
         with torch.no_grad():

@@ -1,0 +1,49 @@
+"""User mistakes: one line on stderr and exit status 2, never a traceback. Genuine bugs keep their traceback.
+
+Every check that refuses a setting, a file or a checkpoint raises a `UserError` subclass (`ConfigError`,
+`DataError`, `CheckpointError`) with a one-line message: which setting or file, what was found, what was expected.
+Entry points (`train.py` and each `python -m vqa....` CLI) turn it into that line with `exit_on_user_error`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+USER_ERROR_EXIT_STATUS = 2  # as argparse uses for a bad command line
+
+
+class UserError(Exception):
+    """Bad input from the user. The message is one line: what, where, what was expected."""
+
+
+class ConfigError(UserError, ValueError):
+    """A wrong setting, reported before any data or model is built."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint folder that is missing, incomplete or damaged."""
+
+
+def exit_with(message: str) -> NoReturn:
+    """Print `error: <message>` on stderr (one line) and exit with status 2."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR_EXIT_STATUS)
+
+
+def one_line(message: str) -> str:
+    """Join a multi-line message (a library's error text) into one line."""
+    return "; ".join(line.strip().rstrip(".;") for line in str(message).splitlines() if line.strip())
+
+
+@contextmanager
+def exit_on_user_error(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """Inside this block a `UserError` becomes one line and exit status 2 (after `cleanup`, when given)."""
+    try:
+        yield
+    except UserError as error:
+        if cleanup is not None:
+            cleanup()
+        exit_with(str(error))
