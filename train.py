@@ -15,9 +15,8 @@ import logging
 import os
 
 import hydra
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from vqa.errors import exit_on_user_error, exit_with
 from vqa.run import run
@@ -42,7 +41,10 @@ def composition_error_line(error: Exception) -> str:
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
         group, _, option = error.missing_cfg_file.rpartition("/")
         return f"{group}={option}: no such option in config group '{group}'; options: {', '.join(error.options)}"
-    return str(error).split("\nConfig search path:")[0]
+    message = str(error).split("\nConfig search path:")[0]
+    if error.__cause__ is not None:  # what OmegaConf said ("Key 'foo' is not in struct")
+        message += "\n" + str(error.__cause__).splitlines()[0]
+    return message
 
 
 if __name__ == "__main__":
@@ -52,5 +54,5 @@ if __name__ == "__main__":
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         main()
-    except (HydraException, OmegaConfBaseException) as error:
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
         exit_with(composition_error_line(error))

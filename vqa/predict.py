@@ -17,7 +17,7 @@ from PIL.Image import Image
 from safetensors import SafetensorError
 
 from vqa.attention import Head, Layer, evaluation_mode, explain
-from vqa.errors import CheckpointError, exit_on_user_error, one_line
+from vqa.errors import CheckpointError, exit_on_user_error, exit_with, one_line
 from vqa.modeling import VQAModel, labels_from_answers
 from vqa.processing import ANSWER_TOKENIZER_DIR, PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, VQAProcessor
 
@@ -114,14 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.top_k < 1:
-        parser.error(f"--top-k: {args.top_k}; expected 1 or more")
+        exit_with(f"--top-k: {args.top_k}; expected 1 or more")
     if not args.question.strip():
-        parser.error("--question: empty; expected a question in words")
+        exit_with("--question: empty; expected a question in words")
     try:
         with PIL.Image.open(args.image) as opened:
             image = opened.convert("RGB")
     except (OSError, ValueError) as error:
-        parser.error(f"--image: cannot read {args.image} ({error}); expected an image file")
+        exit_with(f"--image: cannot read {args.image} ({error}); expected an image file")
     with exit_on_user_error():
         model, processor = load_checkpoint(args.checkpoint, args.device)
     length = len(processor.question_tokenizer(args.question)["input_ids"])
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model.config.fusion != "tokens" or model.config.inputs != "both":
         # Blind baselines and pooled fusion have no per-token map over question and image: answers only.
         if args.attention_map:
-            parser.error(
+            exit_with(
                 f"--attention-map: the checkpoint has fusion={model.config.fusion!r}, inputs={model.config.inputs!r}; "
                 "attention maps need fusion='tokens' and inputs='both'"
             )
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             image_share = maps.image_share(args.layer, args.head).mean()
         except ValueError as error:  # a layer or head index out of range
-            parser.error(str(error))
+            exit_with(str(error))
     print(f"question  {args.question}")
     print(f"answer    {answer}")
     if args.top_k > 1:

@@ -15,6 +15,7 @@ import torch.distributed as dist
 import transformers
 from datasets import Dataset
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerState
@@ -110,10 +111,10 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         if checkpoint is not None:
             discard_incomplete(run_dir, checkpoint)
 
-    splits = instantiate(cfg.data)
+    splits = build(cfg.data)
     if cfg.get("prior"):
         return run_prior(cfg, splits, run_dir, start)
-    model, processor = instantiate(cfg.model, train_split=splits["train"])
+    model, processor = build(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
     used_splits = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
     questions_cut = {name: count_cut_questions(processor, splits[name]) for name in used_splits}
@@ -191,6 +192,17 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             log_sample_predictions(splits[cfg.final_split], answers, cfg.logger.get("sample_predictions", 32))
         print_summary(run_dir, metrics, card)
     return final.get("vqa_accuracy")
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with a user error of the target (bad data, a bad option) raised as itself: Hydra
+    wraps every exception of a target in an InstantiationException."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def final_weights(checkpoint: Path, load_best_model_at_end: bool) -> Path:
