@@ -1,8 +1,10 @@
-"""Benchmark: building the VQA v2 index at full train2014 scale, without decoding an image.
+"""Benchmark: building the VQA v2 index at full train2014 scale, and the image verification pass.
 
 Writes official-format files for 443,757 questions with 10 human answers each over 82,783 images (the sizes of
-train2014), then times `build_vqa_v2` in a fresh process and reports its peak memory, and the cached reload.
-Image files are copies of one small JPEG: the build reads each header, never the pixels.
+train2014), then times `build_vqa_v2` in a fresh process and reports its peak memory: first with
+`verify_images=False` (the index alone: JSON, joins, each image's header), then with the verification pass (each
+image decoded once, in parallel), then a rebuild with another option, where the remembered verification decodes
+nothing, and the cached reload. Image files are copies of one small JPEG.
 
     python benchmarks/data_index.py [--questions N] [--images N] [--out results.json]
 """
@@ -29,14 +31,16 @@ NOUNS = ["cat", "dog", "bus", "plate", "sky", "table", "shirt", "umbrella", "tra
 
 BUILD_SCRIPT = """
 import json, sys, time
-from vqa.data import build_vqa_v2
+from vqa.data import BuildOptions, build_vqa_v2
+options = BuildOptions(verify_images=sys.argv[3] == "verify", min_agreement=int(sys.argv[4]) or None)
 start = time.perf_counter()
-dataset, report = build_vqa_v2(sys.argv[1], "train2014", sys.argv[2])
+dataset, report = build_vqa_v2(sys.argv[1], "train2014", sys.argv[2], options)
 seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: after fork+exec ru_maxrss still counts the parent's memory at the fork.
 status = open("/proc/self/status").read()
 peak_kib = int(status.split("VmHWM:")[1].split()[0])
-print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_kib / 1024, "rows": len(dataset), "images": report.images}))
+print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_kib / 1024, "rows": len(dataset), "images": report.images,
+                  "images_decoded": report.images_decoded}))
 """
 
 
@@ -77,9 +81,11 @@ def write_inputs(root: Path, num_questions: int, num_images: int, seed: int = 0)
         json.dump({**header, "annotations": annotations}, file)
 
 
-def run_build(root: Path, cache: Path) -> dict:
+def run_build(root: Path, cache: Path, verify: bool, min_agreement: int = 0) -> dict:
+    """One build in a fresh process (its own peak memory); `min_agreement` > 0 changes the options (a rebuild)."""
+    arguments = [str(root), str(cache), "verify" if verify else "no-verify", str(min_agreement)]
     result = subprocess.run(
-        [sys.executable, "-c", BUILD_SCRIPT, str(root), str(cache)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", BUILD_SCRIPT, *arguments], capture_output=True, text=True, check=True
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -96,8 +102,10 @@ def main() -> None:
         write_inputs(root, args.questions, args.images)
         generate_seconds = time.perf_counter() - start
         annotations_mib = (root / "v2_mscoco_train2014_annotations.json").stat().st_size / 2**20
-        first = run_build(root, cache)
-        second = run_build(root, cache)
+        first = run_build(root, cache, verify=False)
+        second = run_build(root, cache, verify=False)
+        verified = run_build(root, Path(workdir) / "cache-verified", verify=True)
+        rebuilt = run_build(root, Path(workdir) / "cache-verified", verify=True, min_agreement=1)
     result = {
         "benchmark": "vqa_v2_index_build",
         "questions": args.questions,
@@ -108,6 +116,13 @@ def main() -> None:
         "build_peak_rss_mib": round(first["peak_rss_mib"]),
         "cached_load_seconds": round(second["seconds"], 2),
         "cached_load_peak_rss_mib": round(second["peak_rss_mib"]),
+        "verified_build_seconds": round(verified["seconds"], 1),
+        "images_decoded": verified["images_decoded"],
+        "verification_images_per_second": round(
+            verified["images_decoded"] / max(verified["seconds"] - first["seconds"], 1e-9)
+        ),
+        "rebuild_with_remembered_verification_seconds": round(rebuilt["seconds"], 1),
+        "rebuild_images_decoded": rebuilt["images_decoded"],
         "rows": first["rows"],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "command": "python benchmarks/data_index.py",

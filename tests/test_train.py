@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vqa import VQAModel, VQAProcessor
+from vqa.checkpoints import MANIFEST
 from vqa.sweep_report import main as sweep_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +147,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, environment: dict
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    complete = killed_dir / "checkpoint-10" / "trainer_state.json"  # written last in a checkpoint
+    complete = killed_dir / "checkpoint-10" / MANIFEST  # written last in a checkpoint
     deadline = time.monotonic() + 240
     while not complete.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

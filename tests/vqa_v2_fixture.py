@@ -59,13 +59,13 @@ def write_split(root: Path, split: str, image_ids: tuple[int, ...], with_annotat
         )
 
 
-def write_vqa_v2(root: Path) -> Path:
+def write_vqa_v2(root: Path, train_images: tuple[int, ...] = TRAIN_IMAGES) -> Path:
     """train2014 and val2014 with annotations, test-dev2015 without; images for all of them."""
     root.mkdir(parents=True, exist_ok=True)
-    write_split(root, "train2014", TRAIN_IMAGES, with_annotations=True)
+    write_split(root, "train2014", train_images, with_annotations=True)
     write_split(root, "val2014", VAL_IMAGES, with_annotations=True)
     write_split(root, "test-dev2015", TEST_IMAGES, with_annotations=False)
-    for folder, image_ids in (("train2014", TRAIN_IMAGES), ("val2014", VAL_IMAGES), ("test2015", TEST_IMAGES)):
+    for folder, image_ids in (("train2014", train_images), ("val2014", VAL_IMAGES), ("test2015", TEST_IMAGES)):
         for image_id in image_ids:
             write_image(root / folder / f"COCO_{folder}_{image_id:012d}.jpg", mode="L" if image_id == 25 else "RGB")
     return root

@@ -112,6 +112,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             discard_incomplete(run_dir, checkpoint)
 
     splits = build(cfg.data)
+    for line in data_report_lines({"dropped": splits.dropped}):
+        logger.warning(line)
     if cfg.get("prior"):
         return run_prior(cfg, splits, run_dir, start)
     model, processor = build(cfg.model, train_split=splits["train"])
@@ -173,7 +175,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         replace_folder(run_dir / "checkpoint", write_checkpoint)
         num_questions = len(splits[cfg.final_split]) if cfg.final_evaluation else 0
         data_report = {
-            "dropped": dict(getattr(splits, "dropped", {})),
+            "dropped": splits.dropped,
             "questions_cut": questions_cut,
             "undecodable_images": trainer.undecodable_images,
         }

@@ -12,16 +12,28 @@ from pathlib import Path
 from typing import Any
 
 import easy_vqa
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
 from vqa.data.cache import cached_build
 from vqa.data.images import MissingImagePolicy, check_images, validate_policy
-from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, empty_columns, stored_dataset, with_image_column
-from vqa.data.splits import split_by_image
+from vqa.data.schema import (
+    ANSWERS_PER_QUESTION,
+    DataError,
+    TrainingSplits,
+    empty_columns,
+    require_bool,
+    require_positive_or_none,
+    stored_dataset,
+    sum_dropped,
+    with_image_column,
+)
+from vqa.data.splits import split_by_image, validate_holdout
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# Bump when the stored columns, their meaning or the report change: old caches are then rebuilt.
+# 2: the image column is stored as the datasets.Image feature (paths only); images are fully decoded once.
+SCHEMA_VERSION = 2
 YES_NO = frozenset({"yes", "no"})
 # The words after which an easy-VQA question names its subject; the words before them are its type.
 CONTENT_WORDS = frozenset(easy_vqa.get_answers()) - YES_NO
@@ -41,10 +53,18 @@ def question_type(question: str) -> str:
 
 @dataclass(frozen=True)
 class EasyVQAOptions:
-    validation_images: float | int = 0.1  # fraction (or number) of train images held out for validation
+    validation_images: float | int = 0.1  # fraction (0 < f < 1) or number (>= 1) of train images held out
     seed: int = 0
     max_questions: int | None = None  # per package split, first N (for quick runs)
-    missing_images: MissingImagePolicy = "error"
+    missing_images: MissingImagePolicy = "error"  # for missing, unreadable, truncated or oversized image files
+    verify_images: bool = True  # decode every image once (remembered); False: headers only
+
+    def validate(self) -> None:
+        """Raises DataError for a bad option, before anything is read (slicing would take -5 as 'all but 5')."""
+        require_positive_or_none("max_questions", self.max_questions)
+        validate_holdout("validation_images", self.validation_images)
+        validate_policy(self.missing_images)
+        require_bool("verify_images", self.verify_images)
 
 
 def _package_split(split: str) -> tuple[list[str], list[str], list[int], dict[int, str]]:
@@ -53,7 +73,7 @@ def _package_split(split: str) -> tuple[list[str], list[str], list[int], dict[in
     return (*easy_vqa.get_test_questions(), easy_vqa.get_test_image_paths())
 
 
-def _build_split(split: str, options: EasyVQAOptions) -> tuple[Dataset, dict[str, Any]]:
+def _build_split(split: str, options: EasyVQAOptions, cache_dir: Path) -> tuple[Dataset, dict[str, Any]]:
     questions, answers, image_ids, image_paths = _package_split(split)
     if options.max_questions is not None:
         questions, answers, image_ids = (
@@ -61,12 +81,12 @@ def _build_split(split: str, options: EasyVQAOptions) -> tuple[Dataset, dict[str
             answers[: options.max_questions],
             image_ids[: options.max_questions],
         )
-    paths = {image_id: Path(image_paths[image_id]) for image_id in set(image_ids)}
-    bad = check_images(paths, options.missing_images).bad
+    paths = {image_id: Path(image_paths[image_id]).resolve() for image_id in set(image_ids)}
+    check = check_images(paths, options.missing_images, verify=options.verify_images, record_dir=cache_dir)
     columns = empty_columns()
     skipped = 0
     for question_id, (question, answer, image_id) in enumerate(zip(questions, answers, image_ids, strict=True)):
-        if image_id in bad:
+        if image_id in check.bad:
             skipped += 1
             continue
         columns["question_id"].append(question_id)
@@ -76,20 +96,39 @@ def _build_split(split: str, options: EasyVQAOptions) -> tuple[Dataset, dict[str
         columns["multiple_choice_answer"].append(answer)
         columns["answer_type"].append("yes/no" if answer in YES_NO else "other")
         columns["question_type"].append(question_type(question))
-        columns["image"].append(str(paths[image_id].resolve()))
+        columns["image"].append(str(paths[image_id]))
     if skipped:
-        logger.warning("easy-VQA %s: skipped %d questions whose image is missing or unreadable", split, skipped)
+        logger.warning(
+            "easy-VQA %s: skipped %d questions whose image file is bad (%s of %d images)",
+            split,
+            skipped,
+            check.summary(),
+            check.checked,
+        )
     if not columns["question_id"]:
-        raise DataError(f"easy-VQA {split}: no questions left after filters and image checks")
-    report = {"split": split, "questions": len(columns["question_id"]), "questions_skipped_for_images": skipped}
+        raise DataError(
+            f"easy-VQA {split}: no questions left after the image checks (all {check.checked} images bad: "
+            f"{check.summary()}), expected at least one usable image"
+        )
+    report = {
+        "split": split,
+        "questions": len(columns["question_id"]),
+        "questions_skipped_for_images": skipped,
+        **check.counts(),
+        "images_decoded": check.decoded,
+    }
     return stored_dataset(columns), report
 
 
-def build_easy_vqa(cache_dir: str | Path, options: EasyVQAOptions | None = None) -> DatasetDict:
-    """Build (or load from `cache_dir`) easy-VQA's `train`, `validation` and `test` splits."""
+def build_easy_vqa(cache_dir: str | Path, options: EasyVQAOptions | None = None) -> TrainingSplits:
+    """Build (or load from `cache_dir`) easy-VQA's `train`, `validation` and `test` splits.
+
+    `dropped` counts what the two package splits' builds left out (image files and their questions).
+    """
     options = options or EasyVQAOptions()
-    validate_policy(options.missing_images)
-    built = {}
+    options.validate()
+    cache_dir = Path(cache_dir)
+    built, reports = {}, []
     for split in ("train", "test"):
         key = {
             "builder": "easy_vqa",
@@ -98,18 +137,20 @@ def build_easy_vqa(cache_dir: str | Path, options: EasyVQAOptions | None = None)
             "package": str(Path(easy_vqa.__file__).parent.resolve()),
             "max_questions": options.max_questions,
             "missing_images": options.missing_images,
+            "verify_images": options.verify_images,
         }
-        dataset, _, _ = cached_build(
-            Path(cache_dir), f"easy_vqa-{split}", key, lambda s=split: _build_split(s, options)
+        dataset, report, _ = cached_build(
+            cache_dir, f"easy_vqa-{split}", key, lambda s=split: _build_split(s, options, cache_dir)
         )
         built[split] = with_image_column(dataset)
+        reports.append(report)
     train, validation = split_by_image(built["train"], options.validation_images, options.seed)
-    splits = DatasetDict(train=train, validation=validation, test=built["test"])
+    splits = TrainingSplits(train=train, validation=validation, test=built["test"], dropped=sum_dropped(reports))
     logger.info("easy-VQA: %s", ", ".join(f"{name} {len(split)}" for name, split in splits.items()))
     return splits
 
 
-__all__ = ["EasyVQAOptions", "build_easy_vqa", "question_type"]
+__all__ = ["EasyVQAOptions", "build_easy_vqa", "question_type", "training_splits"]
 
 
 def training_splits(
@@ -118,6 +159,14 @@ def training_splits(
     seed: int = 0,
     max_questions: int | None = None,
     missing_images: MissingImagePolicy = "error",
-) -> DatasetDict:
-    """`build_easy_vqa` with flat arguments, for the Hydra `data` group: train, validation, test."""
-    return build_easy_vqa(cache_dir, EasyVQAOptions(validation_images, seed, max_questions, missing_images))
+    verify_images: bool = True,
+) -> TrainingSplits:
+    """`build_easy_vqa` with flat arguments, for the Hydra `data` group: train, validation, test, and `dropped`."""
+    options = EasyVQAOptions(
+        validation_images=validation_images,
+        seed=seed,
+        max_questions=max_questions,
+        missing_images=missing_images,
+        verify_images=verify_images,
+    )
+    return build_easy_vqa(cache_dir, options)

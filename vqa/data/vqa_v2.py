@@ -8,7 +8,7 @@ Expected layout under `root` (the names of the official downloads, unzipped):
 
 Run as a script to build a split and print its counts:
 
-    python -m vqa.data.vqa_v2 --root DIR --split val2014 --out DIR [--max-questions N]
+    python -m vqa.data.vqa_v2 --root DIR --split val2014 --out DIR [--max-questions N] [--no-verify-images]
 """
 
 from __future__ import annotations
@@ -21,16 +21,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
 from vqa.data.cache import cached_build, file_signature
-from vqa.data.images import POLICIES, MissingImagePolicy, check_images, validate_policy
-from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, empty_columns, stored_dataset, with_image_column
+from vqa.data.images import POLICIES, ImageCheck, MissingImagePolicy, check_images, validate_policy
+from vqa.data.schema import (
+    ANSWERS_PER_QUESTION,
+    DROPPED_KEYS,
+    DataError,
+    TrainingSplits,
+    empty_columns,
+    require_bool,
+    require_positive_or_none,
+    stored_dataset,
+    sum_dropped,
+    with_image_column,
+)
 from vqa.data.splits import split_by_image
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1  # bump when the stored columns or their meaning change: old caches are then rebuilt
+# Bump when the stored columns, their meaning or the report change: old caches are then rebuilt.
+# 2: the image column is stored as the datasets.Image feature (paths only); images are fully decoded once.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -59,16 +72,17 @@ class BuildOptions:
     max_questions: int | None = None
     max_images: int | None = None  # keep the questions of the first N images by id
     min_agreement: int | None = None  # textbook filter: >= K of 10 humans gave multiple_choice_answer
-    missing_images: MissingImagePolicy = "error"
+    missing_images: MissingImagePolicy = "error"  # for missing, unreadable, truncated or oversized image files
+    verify_images: bool = True  # decode every image once (remembered); False: headers only
 
     def validate(self) -> None:
-        for name in ("max_questions", "max_images"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise DataError(f"{name}: got {value}, expected a positive number or None")
+        """Raises DataError for a bad option, before anything is read."""
+        require_positive_or_none("max_questions", self.max_questions)
+        require_positive_or_none("max_images", self.max_images)
         if self.min_agreement is not None and not 1 <= self.min_agreement <= ANSWERS_PER_QUESTION:
             raise DataError(f"min_agreement: got {self.min_agreement}, expected 1..{ANSWERS_PER_QUESTION} or None")
         validate_policy(self.missing_images)
+        require_bool("verify_images", self.verify_images)
 
 
 @dataclass
@@ -82,14 +96,22 @@ class BuildReport:
     questions_in_file: int = 0
     questions_without_annotation: int = 0
     annotations_without_question: int = 0
-    removed_by_agreement: int = 0
-    missing_image_files: int = 0
-    corrupt_image_files: int = 0
+    questions_removed_by_agreement: int = 0
     questions_skipped_for_images: int = 0
+    missing_image_files: int = 0
+    unreadable_image_files: int = 0  # not an image: the header cannot be parsed
+    undecodable_image_files: int = 0  # truncated or corrupt pixel data
+    oversized_image_files: int = 0  # over PIL.Image.MAX_IMAGE_PIXELS
+    images_decoded: int = 0  # by the build that wrote the cache; files verified by an earlier build are not
     cache_folder: str = ""
 
+    @property
+    def dropped(self) -> dict[str, int]:
+        """What the build left out, by reason (the keys of `TrainingSplits.dropped`)."""
+        return {key: getattr(self, key) for key in DROPPED_KEYS}
+
     def summary(self) -> str:
-        lines = [f"{key:<30}{value}" for key, value in asdict(self).items()]
+        lines = [f"{key:<32}{value}" for key, value in asdict(self).items()]
         return "\n".join(lines)
 
 
@@ -111,8 +133,9 @@ def build_vqa_v2(
     modification time), image folder or option rebuilds.
 
     Raises:
-        DataError: a missing root or file, malformed JSON, a wrong split name, a missing or corrupt image under
-            policy `error`, or an empty result after filters.
+        DataError: a missing root or file, malformed JSON, a wrong split name, duplicate ids, an empty or
+            un-encodable question, a bad image file (missing, unreadable, truncated, oversized) under policy
+            `error`, or an empty result (naming the filter or check that emptied it).
     """
     options = options or BuildOptions()
     options.validate()
@@ -137,7 +160,7 @@ def build_vqa_v2(
     }
 
     def build() -> tuple[Dataset, dict[str, Any]]:
-        columns, report = _read_split(root, split, questions_path, annotations_path, options)
+        columns, report = _read_split(root, split, questions_path, annotations_path, options, Path(cache_dir))
         return stored_dataset(columns), asdict(report)
 
     dataset, report, folder = cached_build(Path(cache_dir), f"vqa_v2-{split}", key, build)
@@ -156,17 +179,26 @@ def training_splits(
     max_images: int | None = None,
     min_agreement: int | None = None,
     missing_images: MissingImagePolicy = "error",
-) -> DatasetDict:
+    verify_images: bool = True,
+) -> TrainingSplits:
     """The splits a training run uses, for the Hydra `data` group.
 
     `train` is `train_split` without an image-disjoint minival; `validation` is that minival (model selection);
-    `test` is `final_split` (the reported number), built with the same options.
+    `test` is `final_split` (the reported number), built with the same options. `dropped` sums what the two
+    builds left out.
     """
-    options = BuildOptions(max_questions, max_images, min_agreement, missing_images)
-    full_train, _ = build_vqa_v2(root, train_split, cache_dir, options)
+    options = BuildOptions(
+        max_questions=max_questions,
+        max_images=max_images,
+        min_agreement=min_agreement,
+        missing_images=missing_images,
+        verify_images=verify_images,
+    )
+    full_train, train_report = build_vqa_v2(root, train_split, cache_dir, options)
     train, minival = split_by_image(full_train, minival_images, seed)
-    final, _ = build_vqa_v2(root, final_split, cache_dir, options)
-    return DatasetDict(train=train, validation=minival, test=final)
+    final, final_report = build_vqa_v2(root, final_split, cache_dir, options)
+    dropped = sum_dropped([train_report.dropped, final_report.dropped])
+    return TrainingSplits(train=train, validation=minival, test=final, dropped=dropped)
 
 
 def _required_file(path: Path) -> Path:
@@ -181,54 +213,26 @@ def _read_split(
     questions_path: Path,
     annotations_path: Path | None,
     options: BuildOptions,
+    cache_dir: Path,
 ) -> tuple[dict[str, list[Any]], BuildReport]:
-    """Parse, join and filter the JSON files; check the image files of what remains."""
+    """Parse, join and filter the JSON files; check the image files of what remains.
+
+    Each step that can leave no questions says so itself, so an empty result names its cause.
+    """
     report = BuildReport(split=split, has_answers=annotations_path is not None)
     questions = load_questions(questions_path, split)
     report.questions_in_file = len(questions)
+    if not questions:
+        raise DataError(f"{questions_path}: the 'questions' list is empty, expected the questions of {split}")
     annotations = load_annotations(annotations_path, split) if annotations_path else None
-
     if annotations is not None:
-        question_ids = {entry["question_id"] for entry in questions}
-        report.annotations_without_question = sum(qid not in question_ids for qid in annotations)
-        report.questions_without_annotation = sum(entry["question_id"] not in annotations for entry in questions)
-        questions = [entry for entry in questions if entry["question_id"] in annotations]
-        for entry in questions:
-            annotation = annotations[entry["question_id"]]
-            if annotation["image_id"] != entry["image_id"]:
-                raise DataError(
-                    f"{annotations_path}: question {entry['question_id']} has image_id {annotation['image_id']}, "
-                    f"but {entry['image_id']} in {questions_path.name}"
-                )
-        if options.min_agreement is not None:
-            kept = [
-                entry for entry in questions if _agreement(annotations[entry["question_id"]]) >= options.min_agreement
-            ]
-            report.removed_by_agreement = len(questions) - len(kept)
-            questions = kept
-
-    if options.max_images is not None:
-        keep_images = set(sorted({entry["image_id"] for entry in questions})[: options.max_images])
-        questions = [entry for entry in questions if entry["image_id"] in keep_images]
-    if options.max_questions is not None:
-        questions = questions[: options.max_questions]
+        questions = _join_annotations(questions, annotations, questions_path, annotations_path, report)
+        questions = _filter_by_agreement(questions, annotations, options.min_agreement, questions_path, report)
+    questions = _first_images_and_questions(questions, options)
 
     paths = {image_id: image_path(root, split, image_id) for image_id in {entry["image_id"] for entry in questions}}
-    check = check_images(paths, options.missing_images)
-    report.missing_image_files, report.corrupt_image_files = len(check.missing), len(check.corrupt)
-    if check.bad:
-        before = len(questions)
-        questions = [entry for entry in questions if entry["image_id"] not in check.bad]
-        report.questions_skipped_for_images = before - len(questions)
-        logger.warning(
-            "%s: skipped %d questions: %d image files missing, %d unreadable",
-            split,
-            report.questions_skipped_for_images,
-            report.missing_image_files,
-            report.corrupt_image_files,
-        )
-    if not questions:
-        raise DataError(f"{questions_path}: no questions left after filters and image checks ({options})")
+    check = check_images(paths, options.missing_images, verify=options.verify_images, record_dir=cache_dir)
+    questions = _drop_bad_images(questions, check, split, questions_path, report)
 
     path_strings = {image_id: str(path) for image_id, path in paths.items()}
     columns = empty_columns()
@@ -245,6 +249,96 @@ def _read_split(
     report.questions = len(questions)
     report.images = len({entry["image_id"] for entry in questions})
     return columns, report
+
+
+def _join_annotations(
+    questions: list[dict[str, Any]],
+    annotations: dict[int, dict[str, Any]],
+    questions_path: Path,
+    annotations_path: Path,
+    report: BuildReport,
+) -> list[dict[str, Any]]:
+    """The questions that have an annotation (whose image_id must agree); counts the unmatched of both files."""
+    if not annotations:
+        raise DataError(
+            f"{annotations_path}: the 'annotations' list is empty, "
+            f"expected the answers of the questions in {questions_path.name}"
+        )
+    question_ids = {entry["question_id"] for entry in questions}
+    report.annotations_without_question = sum(qid not in question_ids for qid in annotations)
+    joined = [entry for entry in questions if entry["question_id"] in annotations]
+    report.questions_without_annotation = len(questions) - len(joined)
+    if not joined:
+        # Not a filter's doing: the two files do not belong together (another split, a subset of another file).
+        raise DataError(
+            f"{annotations_path}: none of its {len(annotations)} question ids match the {len(questions)} questions "
+            f"of {questions_path.name} (e.g. annotation {next(iter(annotations), None)}, question "
+            f"{questions[0]['question_id']}), expected the annotations of these questions"
+        )
+    for entry in joined:
+        annotation = annotations[entry["question_id"]]
+        if annotation["image_id"] != entry["image_id"]:
+            raise DataError(
+                f"{annotations_path}: question {entry['question_id']} has image_id {annotation['image_id']}, "
+                f"but {entry['image_id']} in {questions_path.name}"
+            )
+    return joined
+
+
+def _filter_by_agreement(
+    questions: list[dict[str, Any]],
+    annotations: dict[int, dict[str, Any]],
+    min_agreement: int | None,
+    questions_path: Path,
+    report: BuildReport,
+) -> list[dict[str, Any]]:
+    """The questions where at least `min_agreement` of the ten humans gave `multiple_choice_answer`."""
+    if min_agreement is None:
+        return questions
+    kept = [entry for entry in questions if _agreement(annotations[entry["question_id"]]) >= min_agreement]
+    report.questions_removed_by_agreement = len(questions) - len(kept)
+    if not kept:
+        raise DataError(
+            f"{questions_path}: no questions left after the min_agreement={min_agreement} filter (all "
+            f"{len(questions)} annotated questions have fewer humans giving the answer), expected at least one"
+        )
+    return kept
+
+
+def _first_images_and_questions(questions: list[dict[str, Any]], options: BuildOptions) -> list[dict[str, Any]]:
+    """`max_images`, then `max_questions` (both >= 1, so a non-empty list stays non-empty)."""
+    if options.max_images is not None:
+        keep_images = set(sorted({entry["image_id"] for entry in questions})[: options.max_images])
+        questions = [entry for entry in questions if entry["image_id"] in keep_images]
+    if options.max_questions is not None:
+        questions = questions[: options.max_questions]
+    return questions
+
+
+def _drop_bad_images(
+    questions: list[dict[str, Any]], check: ImageCheck, split: str, questions_path: Path, report: BuildReport
+) -> list[dict[str, Any]]:
+    """Record the image check in the report; under policy `skip`, drop the questions of bad images."""
+    for key, count in check.counts().items():
+        setattr(report, key, count)
+    report.images_decoded = check.decoded
+    if not check.bad:
+        return questions
+    kept = [entry for entry in questions if entry["image_id"] not in check.bad]
+    report.questions_skipped_for_images = len(questions) - len(kept)
+    logger.warning(
+        "%s: skipped %d questions whose image file is bad (%s of %d images)",
+        split,
+        report.questions_skipped_for_images,
+        check.summary(),
+        check.checked,
+    )
+    if not kept:
+        raise DataError(
+            f"{questions_path}: no questions left after the image checks (all {check.checked} images bad: "
+            f"{check.summary()}), expected at least one usable image"
+        )
+    return kept
 
 
 def _agreement(annotation: dict[str, Any]) -> int:
@@ -299,13 +393,56 @@ ANNOTATION_FIELDS = {
 }
 
 
+def _require_unique_id(path: Path, list_key: str, index: int, question_id: int, first_index: dict[int, int]) -> None:
+    """Record where `question_id` first appeared; a repeat is an error (a join would silently keep one of them)."""
+    first = first_index.setdefault(question_id, index)
+    if first != index:
+        raise DataError(
+            f"{path}: {list_key}[{index}] repeats question_id {question_id} (first at {list_key}[{first}]), "
+            "expected each question_id once"
+        )
+
+
+def _require_utf8(path: Path, list_key: str, index: int, entry: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Text that Arrow can store: a lone surrogate (a JSON escape like \\ud800) cannot be encoded as UTF-8.
+
+    `fields` name strings or lists of strings. One encode per entry; the culprit is only looked for on failure.
+    """
+    texts = [text for name in fields for text in (entry[name] if isinstance(entry[name], list) else [entry[name]])]
+    try:
+        "\n".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        for name in fields:
+            values = entry[name] if isinstance(entry[name], list) else [entry[name]]
+            for position, text in enumerate(values):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    field = f"{name}[{position}]" if isinstance(entry[name], list) else name
+                    raise DataError(
+                        f"{path}: {list_key}[{index}].{field} (question_id {entry['question_id']}) is {text!r}, "
+                        f"{error.reason} at character {error.start}; expected text encodable as UTF-8"
+                    ) from None
+
+
+TEXT_ANNOTATION_FIELDS = ("answers", "multiple_choice_answer", "answer_type", "question_type")
+
+
 def load_questions(path: Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The `questions` list of an official questions file, each entry checked for its fields."""
+    """The `questions` list of an official questions file, each entry checked: fields, unique ids, text."""
     content = read_json(path)
     _check_subtype(path, content if isinstance(content, dict) else {}, split)
     entries = _entries(path, content, "questions")
+    first_index: dict[int, int] = {}
     for index, entry in enumerate(entries):
         _require_fields(path, "questions", index, entry, QUESTION_FIELDS)
+        _require_unique_id(path, "questions", index, entry["question_id"], first_index)
+        if not entry["question"].strip():
+            raise DataError(
+                f"{path}: questions[{index}].question is {entry['question']!r} (question_id {entry['question_id']}), "
+                "expected the question's text"
+            )
+        _require_utf8(path, "questions", index, entry, ("question",))
     return entries
 
 
@@ -325,8 +462,10 @@ def load_annotations(path: Path, split: str | None = None) -> dict[int, dict[str
     _check_subtype(path, content if isinstance(content, dict) else {}, split)
     entries = _entries(path, content, "annotations")
     by_question: dict[int, dict[str, Any]] = {}
+    first_index: dict[int, int] = {}
     for index, entry in enumerate(entries):
         _require_fields(path, "annotations", index, entry, ANNOTATION_FIELDS)
+        _require_unique_id(path, "annotations", index, entry["question_id"], first_index)
         answers = entry["answers"]
         if len(answers) != ANSWERS_PER_QUESTION or not all(isinstance(answer, str) for answer in answers):
             raise DataError(
@@ -334,6 +473,7 @@ def load_annotations(path: Path, split: str | None = None) -> dict[int, dict[str
                 f"{sorted({type(a).__name__ for a in answers})}, expected {ANSWERS_PER_QUESTION} objects "
                 "with 'answer', 'answer_confidence', 'answer_id'"
             )
+        _require_utf8(path, "annotations", index, entry, TEXT_ANNOTATION_FIELDS)
         by_question[entry["question_id"]] = entry
     return by_question
 
@@ -351,10 +491,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-questions", type=int, help="keep the first N questions (after other filters)")
     parser.add_argument("--max-images", type=int, help="keep the questions of the first N images by id")
     parser.add_argument("--min-agreement", type=int, help="keep questions where >= K of 10 humans gave the answer")
-    parser.add_argument("--missing-images", choices=POLICIES, default="error", help="missing or unreadable image files")
+    parser.add_argument(
+        "--missing-images",
+        choices=POLICIES,
+        default="error",
+        help="what to do with missing, unreadable, truncated or oversized image files",
+    )
+    parser.add_argument(
+        "--no-verify-images",
+        dest="verify_images",
+        action="store_false",
+        help="read image headers only; by default every image is decoded once (remembered in --out)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    options = BuildOptions(args.max_questions, args.max_images, args.min_agreement, args.missing_images)
+    options = BuildOptions(
+        max_questions=args.max_questions,
+        max_images=args.max_images,
+        min_agreement=args.min_agreement,
+        missing_images=args.missing_images,
+        verify_images=args.verify_images,
+    )
     try:
         _, report = build_vqa_v2(args.root, args.split, args.out, options)
     except DataError as error:
