@@ -19,6 +19,7 @@ from vqa.errors import ConfigError
 from vqa.predict import main as predict
 from vqa.processing import UNDECODABLE_IMAGES, VQACollator
 from vqa.run import count_cut_questions
+from vqa.sweep_report import main as sweep_report
 from vqa.training import for_training, training_arguments, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,9 @@ def test_train_py_reports_a_user_error_in_one_line_and_leaves_no_run_folder(
         (["trainer.args.max_steps=1.5"], "trainer.args.max_steps: got 1.5 (float), expected int"),
         (["trainer.args.bf16=maybe"], "trainer.args.bf16: got 'maybe' (str), expected bool"),
         (["trainer.args.save_total_limit=two"], "trainer.args.save_total_limit: got 'two' (str), expected int or null"),
+        (["seed=abc"], "seed: got 'abc' (str), expected int"),
+        (["trainer.group_by_image=maybe"], "trainer.group_by_image: got 'maybe' (str), expected bool"),
+        (["trainer.num_beams=0"], "trainer.num_beams: got 0, expected 1 (greedy) or more"),
     ],
 )
 def test_trainer_args_types_are_checked_before_anything_is_built(overrides: list[str], message: str) -> None:
@@ -147,6 +151,14 @@ def test_predict_refuses_a_damaged_checkpoint_in_one_line(checkpoint: Path, caps
     assert "no model.safetensors" in predict_error(checkpoint, capsys)
 
 
+def test_predict_refuses_processor_settings_it_would_replace_by_defaults(
+    checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (checkpoint / "vqa_processor.json").write_text("{}")
+    error = predict_error(checkpoint, capsys)
+    assert "vqa_processor.json: max_question_length, max_answer_length missing or not an integer" in error
+
+
 def test_predict_refuses_a_checkpoint_without_its_tokenizer(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
     for path in (checkpoint / "answer_tokenizer").iterdir():
         path.unlink()
@@ -160,3 +172,15 @@ def test_predict_refuses_an_empty_question_and_notes_a_cut_one(checkpoint: Path,
     image = str(checkpoint.parent / "red.png")
     assert predict(["--checkpoint", str(checkpoint), "--image", image, "--question", long_question]) == 0
     assert "the question has 102 tokens; the model reads its first 32" in capsys.readouterr().err
+
+
+def test_sweep_report_lists_a_run_with_a_damaged_metrics_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for run, metrics in (("0", '{"vqa_accuracy": 50.0, "per_answer_type": {}}'), ("1", "{not json")):
+        (tmp_path / run / ".hydra").mkdir(parents=True)
+        (tmp_path / run / ".hydra" / "overrides.yaml").write_text(f"- seed={run}\n")
+        (tmp_path / run / "metrics.json").write_text(metrics)
+    assert sweep_report([str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {tmp_path / '1' / 'metrics.json'}: unreadable" in captured.err
+    assert "| 0 | 0 | 50.0 |" in captured.out and "| 1 | 1 |  |" in captured.out
+    assert "1 of 2 runs have no metrics.json (failed or unfinished)" in captured.out

@@ -40,8 +40,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None) 
         raise CheckpointError(f"checkpoint {path}: no {', '.join(missing)}; {expected}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        processor = VQAProcessor.from_pretrained(path)  # first: its checks are cheap
         model = VQAModel.from_pretrained(path)
-        processor = VQAProcessor.from_pretrained(path)
+    except CheckpointError:
+        raise
     except (OSError, ValueError, KeyError, SafetensorError) as error:  # truncated or damaged files
         raise CheckpointError(f"checkpoint {path}: cannot be loaded ({one_line(str(error))[:300]})") from None
     return model.to(device).eval(), processor

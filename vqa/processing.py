@@ -21,12 +21,15 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import is_torchvision_available
 
+from vqa.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 QUESTION_TOKENIZER_DIR = "question_tokenizer"
 UNDECODABLE_IMAGES = "undecodable_images"  # batch key: how many rows had an image that could not be decoded
 ANSWER_TOKENIZER_DIR = "answer_tokenizer"
 PROCESSOR_CONFIG = "vqa_processor.json"
+PROCESSOR_SETTINGS = ("max_question_length", "max_answer_length")  # what PROCESSOR_CONFIG holds
 # The tiny answer vocabulary's special tokens, at the ids VQAConfig.tiny() expects (pad 0, BOS 1, EOS 2).
 ANSWER_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 QUESTION_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -108,6 +111,14 @@ class VQAProcessor:
         """Load what `save_pretrained` wrote."""
         path = Path(path)
         settings = json.loads((path / PROCESSOR_CONFIG).read_text())
+        settings = settings if isinstance(settings, dict) else {}
+        missing = [name for name in PROCESSOR_SETTINGS if not isinstance(settings.get(name), int)]
+        if missing:
+            # Defaults would silently cut questions and answers at other lengths than training did.
+            raise CheckpointError(
+                f"{path / PROCESSOR_CONFIG}: {', '.join(missing)} missing or not an integer; "
+                f"expected the file VQAProcessor.save_pretrained writes ({', '.join(PROCESSOR_SETTINGS)})"
+            )
         return cls(
             AutoTokenizer.from_pretrained(path / QUESTION_TOKENIZER_DIR),
             AutoTokenizer.from_pretrained(path / ANSWER_TOKENIZER_DIR),
@@ -122,7 +133,7 @@ class VQAProcessor:
         self.question_tokenizer.save_pretrained(path / QUESTION_TOKENIZER_DIR)
         self.answer_tokenizer.save_pretrained(path / ANSWER_TOKENIZER_DIR)
         self.image_processor.save_pretrained(path)
-        settings = {"max_question_length": self.max_question_length, "max_answer_length": self.max_answer_length}
+        settings = {name: getattr(self, name) for name in PROCESSOR_SETTINGS}
         (path / PROCESSOR_CONFIG).write_text(json.dumps(settings, indent=2))
 
     # --- encoding -----------------------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list
             if key not in override_columns:
                 override_columns.append(key)
         metrics_file = run_dir / "metrics.json"
-        if metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text())
+        metrics = read_metrics(metrics_file) if metrics_file.is_file() else None
+        if metrics is not None:
             flat = {"vqa_accuracy": metrics.get("vqa_accuracy")}
             if metrics.get("vqa_accuracy_shuffled_images") is not None:
                 flat["shuffled_images"] = metrics["vqa_accuracy_shuffled_images"]
@@ -51,6 +51,20 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list
                     metric_columns.append(key)
         rows.append(row)
     return rows, override_columns, metric_columns
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """A run's metrics.json, or None (with a line on stderr naming it) when it is damaged: the run is then listed
+    with empty metric cells and counted with the unfinished ones, not dropped."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"warning: {path}: unreadable ({error}); its run is listed without metrics", file=sys.stderr)
+        return None
+    if not isinstance(metrics, dict):
+        print(f"warning: {path}: expected a JSON object, found {type(metrics).__name__}", file=sys.stderr)
+        return None
+    return metrics
 
 
 def _run_order(path: Path) -> tuple[int, str]:

@@ -45,12 +45,29 @@ GENERATION_INPUTS = (
     "image_features",
 )
 
+# This codebase's own settings with a type that a wrong value would not reveal until late (trainer.args are checked
+# against TrainingArguments' own annotations).
+SETTING_TYPES: dict[str, Any] = {
+    "seed": int,
+    "final_evaluation": bool,
+    "shuffled_image_check": bool,
+    "feature_cache.enabled": bool,
+    "trainer.group_by_image": bool,
+    "trainer.num_beams": int,
+    "trainer.questions_per_image": int | None,
+}
 # Set by this module, not by `trainer.args`: a value there would be silently replaced.
 MANAGED_ARGUMENTS = ("output_dir", "seed", "report_to", "remove_unused_columns", "use_cpu", "label_names")
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Check the settings that would otherwise fail late (after data loading) or silently."""
+    for key, kind in SETTING_TYPES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if not _value_fits(kind, value):
+            raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}), expected {_type_name(kind)}")
+    if cfg.trainer.num_beams < 1:
+        raise ConfigError(f"trainer.num_beams: got {cfg.trainer.num_beams}, expected 1 (greedy) or more")
     try:
         resolve_freeze(
             OmegaConf.to_object(cfg.model.freeze) if OmegaConf.is_config(cfg.model.freeze) else cfg.model.freeze
