@@ -157,6 +157,9 @@ def test_predict_refuses_processor_settings_it_would_replace_by_defaults(
     (checkpoint / "vqa_processor.json").write_text("{}")
     error = predict_error(checkpoint, capsys)
     assert "vqa_processor.json: max_question_length, max_answer_length missing or not an integer" in error
+    (checkpoint / "vqa_processor.json").write_text('{"max_question_length": 32, "max_answer_length": 8, "lower": 1}')
+    error = predict_error(checkpoint, capsys)
+    assert "vqa_processor.json: unknown key 'lower'; expected only max_question_length" in error
 
 
 def test_predict_refuses_a_checkpoint_without_its_tokenizer(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:

@@ -113,6 +113,11 @@ class VQAProcessor:
         settings = json.loads((path / PROCESSOR_CONFIG).read_text())
         settings = settings if isinstance(settings, dict) else {}
         missing = [name for name in PROCESSOR_SETTINGS if not isinstance(settings.get(name), int)]
+        unknown = sorted(set(settings) - set(PROCESSOR_SETTINGS))
+        if unknown:
+            raise CheckpointError(
+                f"{path / PROCESSOR_CONFIG}: unknown key {unknown[0]!r}; expected only {', '.join(PROCESSOR_SETTINGS)}"
+            )
         if missing:
             # Defaults would silently cut questions and answers at other lengths than training did.
             raise CheckpointError(
