@@ -7,6 +7,7 @@ Entry points (`train.py` and each `python -m vqa....` CLI) turn it into that lin
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,3 +48,11 @@ def exit_on_user_error(cleanup: Callable[[], None] | None = None) -> Iterator[No
         if cleanup is not None:
             cleanup()
         exit_with(str(error))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the `python -m vqa....` commands: a bad command line is one `error:` line and exit status 2 too,
+    instead of argparse's usage block (`--help` still prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        exit_with(f"{message} (see {self.prog} --help)")

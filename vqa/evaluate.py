@@ -9,7 +9,6 @@ annotated question ids. Exit status 2, with one line on stderr, for a malformed 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from vqa.data.schema import DataError
 from vqa.data.vqa_v2 import load_annotations, load_questions, read_json
-from vqa.errors import exit_on_user_error
+from vqa.errors import ArgumentParser, exit_on_user_error
 from vqa.metrics import ScoredQuestion, vqa_accuracy
 
 
@@ -68,7 +67,7 @@ def evaluate_files(questions_path: Path, annotations_path: Path, results_path: P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m vqa.evaluate",
         description="Official VQA accuracy (GT-Vision-Lab/VQA, 2021 behaviour) of a results file.",
     )

@@ -10,7 +10,6 @@ decoder layer, their mean and the rollout to the input patches, at the answer's 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ from PIL.Image import Image
 from tqdm.auto import tqdm
 
 from vqa.attention import AnswerAttention, Layer, explain_batch
+from vqa.errors import ArgumentParser, exit_on_user_error
 from vqa.modeling import VQAModel
 from vqa.processing import VQAProcessor
 
@@ -111,7 +111,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m vqa.grounding",
         description="Grounding check on easy-VQA: share of image attention on the shape / share of the image it "
         "covers (1 = attention spread evenly; above 1 = the model looks at the shape).",
@@ -126,7 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from vqa.data.easy_vqa import build_easy_vqa
-    from vqa.errors import exit_on_user_error
     from vqa.predict import load_checkpoint
 
     with exit_on_user_error():

@@ -17,7 +17,7 @@ from PIL.Image import Image
 from safetensors import SafetensorError
 
 from vqa.attention import Head, Layer, evaluation_mode, explain
-from vqa.errors import CheckpointError, exit_on_user_error, exit_with, one_line
+from vqa.errors import ArgumentParser, CheckpointError, exit_on_user_error, exit_with, one_line
 from vqa.modeling import VQAModel, labels_from_answers
 from vqa.processing import ANSWER_TOKENIZER_DIR, PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, VQAProcessor
 
@@ -94,7 +94,7 @@ def parse_head(text: str) -> Head:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m vqa.predict",
         description="Answer a question about an image with a trained checkpoint; optionally write an image of "
         "the decoder's cross-attention over the image patches and question tokens.",

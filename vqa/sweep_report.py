@@ -12,7 +12,6 @@ callback, so run this module on the folder to see the finished runs beside the f
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -23,6 +22,8 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from vqa.errors import ArgumentParser
 
 
 def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -121,7 +122,7 @@ class PrintReport(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vqa.sweep_report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m vqa.sweep_report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holding 0/, 1/, ...)")
     parser.add_argument("--csv", type=Path, help="where to write the CSV (default: <sweep_dir>/report.csv)")
     args = parser.parse_args(argv)

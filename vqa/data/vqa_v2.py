@@ -13,7 +13,6 @@ Run as a script to build a split and print its counts:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -38,6 +37,7 @@ from vqa.data.schema import (
     with_image_column,
 )
 from vqa.data.splits import split_by_image
+from vqa.errors import ArgumentParser
 
 logger = logging.getLogger(__name__)
 
@@ -479,7 +479,7 @@ def load_annotations(path: Path, split: str | None = None) -> dict[int, dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m vqa.data.vqa_v2",
         description="Build one VQA v2 split from the official JSON files and COCO images into a cached Dataset.",
     )
