@@ -14,7 +14,8 @@ import pytest
 import yaml
 from transformers import TrainerState
 
-from vqa.checkpoints import MANIFEST, checkpoint_problem
+from vqa.checkpoints import MANIFEST, checkpoint_problem, latest_complete_checkpoint
+from vqa.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 # Four steps with a checkpoint every two: the kill lands in the second checkpoint's write.
@@ -161,19 +162,20 @@ def test_resume_applies_and_records_safe_overrides_and_refuses_others(
     assert not any(override.startswith("resume=") for override in overrides)
 
 
-def test_resume_without_a_checkpoint_or_a_run_is_one_line(
-    tmp_path: Path, environment: dict[str, str], reference: Path
-) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    shutil.copy(reference / "config.yaml", run_dir / "config.yaml")
-    (run_dir / "checkpoint-2").mkdir()
-    message = one_line_error(train([f"resume={run_dir}"], environment))
-    assert f"resume: {run_dir} has no complete checkpoint (checkpoint-2: no {MANIFEST}" in message
-    shutil.rmtree(run_dir / "checkpoint-2")
-    message = one_line_error(train([f"resume={run_dir}"], environment))
-    assert "has no checkpoint-N folder; the run stopped before its first save" in message
+def test_resume_without_a_complete_checkpoint_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint-2").mkdir()
+    with pytest.raises(CheckpointError) as error:
+        latest_complete_checkpoint(tmp_path)
+    expected = f"resume: {tmp_path} has no complete checkpoint (checkpoint-2: no {MANIFEST} (the run was stopped"
+    assert str(error.value).startswith(expected)
+    (tmp_path / "checkpoint-2").rmdir()
+    with pytest.raises(CheckpointError, match="has no checkpoint-N folder; the run stopped before its first save"):
+        latest_complete_checkpoint(tmp_path)
 
+
+def test_resume_of_a_folder_that_is_not_a_run_is_one_line_and_leaves_nothing(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
     misspelt = tmp_path / "no-such-run"
     message = one_line_error(train([f"resume={misspelt}"], environment))
     assert message == f"error: resume: {misspelt} is not a run folder (no config.yaml); expected outputs/<date>/<time>"
