@@ -29,7 +29,7 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from vqa.data.cache import file_signature, fingerprint
+from vqa.data.cache import fingerprint
 from vqa.data.schema import DataError
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def check_images(
     signatures: dict[int, list[Any]] = {}
     for image_id in sorted(paths):
         try:
-            signatures[image_id] = file_signature(paths[image_id])
+            signatures[image_id] = image_signature(paths[image_id])
         except FileNotFoundError:
             results[image_id] = (MISSING, "image file not found")
         except OSError as error:  # e.g. a folder on the way that cannot be read
@@ -153,6 +153,13 @@ def check_images(
             f"{check.summary()}; set missing_images='skip' to drop their questions)"
         )
     return check
+
+
+def image_signature(path: Path) -> list[Any]:
+    """(path, size, mtime_ns) of an image file as the builder names it. Unlike `cache.file_signature` the path is not
+    resolved: the builders pass absolute paths, and resolving each of VQA v2's 82,783 files took seconds."""
+    stat = os.stat(path)
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 def _collect(results: Mapping[int, tuple[str, str]], decoded: int) -> ImageCheck:
