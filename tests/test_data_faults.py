@@ -138,6 +138,22 @@ def test_bad_easy_vqa_options_fail_before_any_work(options: EasyVQAOptions, mess
     assert not cache.exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (BuildOptions(max_images=0), r"max_images: got 0, expected a positive number or None"),
+        (BuildOptions(min_agreement=0), r"min_agreement: got 0"),
+        (BuildOptions(min_agreement=11), r"min_agreement: got 11, expected 1\.\.10 or None"),
+        (BuildOptions(min_agreement="abc"), r"min_agreement: got 'abc'"),
+    ],
+)
+def test_bad_vqa_v2_options_fail_before_any_work(options: BuildOptions, message: str, root: Path, cache: Path) -> None:
+    with pytest.raises(DataError, match=message) as error:
+        build_vqa_v2(root, "train2014", cache, options)
+    assert "\n" not in str(error.value)
+    assert not cache.exists()
+
+
 @pytest.mark.parametrize("holdout", [0, -1, 0.0, -0.2, 1.0, True])
 def test_split_by_image_refuses_non_positive_or_whole_holdouts(root: Path, cache: Path, holdout: float) -> None:
     dataset, _ = build_vqa_v2(root, "train2014", cache)
@@ -353,7 +369,9 @@ def test_header_only_check_lets_a_truncated_file_through(root: Path, cache: Path
 def test_cli_no_verify_images(root: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_truncated_jpeg(train_image(root, 42))
     arguments = ["--root", str(root), "--split", "train2014", "--out", str(cache)]
-    assert main(arguments) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
     assert "truncated or corrupt image data" in capsys.readouterr().err
     assert main([*arguments, "--no-verify-images"]) == 0
     counts = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())

@@ -242,7 +242,8 @@ def test_cli_builds_and_prints_counts(root: Path, cache: Path) -> None:
 
 def test_cli_bad_input_exits_2_with_one_line(root: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (root / "train2014" / f"COCO_train2014_{TRAIN_IMAGES[0]:012d}.jpg").unlink()
-    code = main(["--root", str(root), "--split", "train2014", "--out", str(cache)])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--root", str(root), "--split", "train2014", "--out", str(cache)])
     error = capsys.readouterr().err.strip()
-    assert code == 2 and error.startswith("error: ") and "image file not found" in error
+    assert exit_info.value.code == 2 and error.startswith("error: ") and "image file not found" in error
     assert len(error.splitlines()) == 1

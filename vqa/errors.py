@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -40,13 +40,11 @@ def one_line(message: str) -> str:
 
 
 @contextmanager
-def exit_on_user_error(cleanup: Callable[[], None] | None = None) -> Iterator[None]:
-    """Inside this block a `UserError` becomes one line and exit status 2 (after `cleanup`, when given)."""
+def exit_on_user_error() -> Iterator[None]:
+    """Inside this block a `UserError` becomes one line and exit status 2."""
     try:
         yield
     except UserError as error:
-        if cleanup is not None:
-            cleanup()
         exit_with(str(error))
 
 

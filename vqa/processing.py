@@ -26,10 +26,10 @@ from vqa.errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 QUESTION_TOKENIZER_DIR = "question_tokenizer"
-UNDECODABLE_IMAGES = "undecodable_images"  # batch key: how many rows had an image that could not be decoded
 ANSWER_TOKENIZER_DIR = "answer_tokenizer"
 PROCESSOR_CONFIG = "vqa_processor.json"
 PROCESSOR_SETTINGS = ("max_question_length", "max_answer_length")  # what PROCESSOR_CONFIG holds
+UNDECODABLE_IMAGES = "undecodable_images"  # batch key: how many rows had an image that could not be decoded
 # The tiny answer vocabulary's special tokens, at the ids VQAConfig.tiny() expects (pad 0, BOS 1, EOS 2).
 ANSWER_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 QUESTION_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

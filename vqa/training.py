@@ -88,8 +88,9 @@ def validate_config(cfg: DictConfig) -> None:
             "trainer.args.tf32: true needs an NVIDIA GPU (Ampere or newer) and this host has no CUDA device; "
             "use trainer=default (CPU settings), or trainer.args.tf32=null"
         )
+    # Their types were checked above (check_training_argument_types): here only the range.
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        if name in args and (not isinstance(args[name], int) or args[name] < 1):
+        if name in args and args[name] < 1:
             raise ConfigError(f"trainer.args.{name}: got {args[name]!r}, expected a positive integer")
     if args.get("learning_rate", 1) <= 0:
         raise ConfigError(f"trainer.args.learning_rate: got {args.learning_rate}, expected a positive number")

@@ -37,7 +37,7 @@ from vqa.data.schema import (
     with_image_column,
 )
 from vqa.data.splits import split_by_image
-from vqa.errors import ArgumentParser
+from vqa.errors import ArgumentParser, exit_on_user_error
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class BuildOptions:
         """Raises DataError for a bad option, before anything is read."""
         require_positive_or_none("max_questions", self.max_questions)
         require_positive_or_none("max_images", self.max_images)
-        if self.min_agreement is not None and not 1 <= self.min_agreement <= ANSWERS_PER_QUESTION:
+        require_positive_or_none("min_agreement", self.min_agreement)  # first: a string would fail the comparison
+        if self.min_agreement is not None and self.min_agreement > ANSWERS_PER_QUESTION:
             raise DataError(f"min_agreement: got {self.min_agreement}, expected 1..{ANSWERS_PER_QUESTION} or None")
         validate_policy(self.missing_images)
         require_bool("verify_images", self.verify_images)
@@ -512,11 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         missing_images=args.missing_images,
         verify_images=args.verify_images,
     )
-    try:
+    with exit_on_user_error():
         _, report = build_vqa_v2(args.root, args.split, args.out, options)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     print(report.summary())
     if not report.has_answers:
         print(f"note: {args.split} is a test split: no annotations, answers are empty")
