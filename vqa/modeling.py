@@ -556,8 +556,14 @@ def _masked_mean(states: torch.FloatTensor, mask: torch.LongTensor) -> torch.Flo
 
 
 def _rows(tensor: torch.Tensor, index: torch.LongTensor | None) -> torch.Tensor:
-    """(M, ...) distinct rows -> (B, ...) one per example (`tensor[index]`); unchanged when `index` is None."""
-    return tensor if index is None else tensor[index]
+    """(M, ...) distinct rows -> (B, ...) one per example (`tensor[index]`); unchanged when `index` is None.
+
+    `index_select`, not `tensor[index]`: on CPU the backward of advanced indexing adds the repeated rows' gradients
+    with atomic adds from several threads, in an order that changes from run to run (the last bits of the text
+    encoder's gradients differed at the first logged step); `index_select`'s backward (`index_add_`) adds them in
+    index order, and is faster here too (README, "Reproducible runs").
+    """
+    return tensor if index is None else tensor.index_select(0, index)
 
 
 def answer_loss(

@@ -149,6 +149,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         train_metrics: dict[str, float] = {}
     else:
         train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
+        # trainer_state.json in the run folder: every logged loss and evaluation, unrounded (also without checkpoints).
+        trainer.save_state()
     parameters_in_sync = ranks_agree_on_parameters(trainer.model)
 
     final: dict[str, Any] = {}
