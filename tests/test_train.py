@@ -99,13 +99,14 @@ def test_baseline_ladder_sweep_and_its_report(
     result = train(["experiment=baseline_ladder", *FAST, f"hydra.sweep.dir={sweep_dir}"], environment)
     # The multirun prints its report when it ends.
     printed = result.stdout[result.stdout.index("sweep report") :].splitlines()
-    header = "| run | baseline | vqa_accuracy | shuffled_images | acc_other | acc_yes_no |"
+    header = "| run | seed | baseline | vqa_accuracy | shuffled_images | acc_other | acc_yes_no |"
     assert header in printed
     table = printed[printed.index(header) + 2 :][:5]
-    assert [row.split(" | ")[1] for row in table] == ["global_prior", "prior", "question_only", "image_only", "none"]
+    assert [row.split(" | ")[2] for row in table] == ["global_prior", "prior", "question_only", "image_only", "none"]
     metrics = [json.loads((sweep_dir / str(run) / "metrics.json").read_text()) for run in range(5)]
     for run in metrics:
         assert run["num_questions"] == 256 and 0 <= run["vqa_accuracy_shuffled_images"] <= 100
+        assert run["seed"] == 0  # the config default: metrics.json says which seed a run used
     global_prior, prior, question_only = metrics[:3]
     # Nothing that ignores the image can change when the images are shuffled.
     for blind in (global_prior, prior, question_only):
@@ -119,7 +120,7 @@ def test_baseline_ladder_sweep_and_its_report(
     output = capsys.readouterr().out.splitlines()
     assert output[0].lower() == "common overrides: experiment=baseline_ladder debug=fast trainer.args.disable_tqdm=true"
     csv_lines = (sweep_dir / "report.csv").read_text().splitlines()
-    assert csv_lines[0] == "run,baseline,vqa_accuracy,shuffled_images,acc_other,acc_yes_no" and len(csv_lines) == 6
+    assert csv_lines[0] == "run,seed,baseline,vqa_accuracy,shuffled_images,acc_other,acc_yes_no" and len(csv_lines) == 6
 
 
 RESUMABLE = [

@@ -179,6 +179,7 @@ def test_sweep_report_lists_a_run_with_a_damaged_metrics_file(tmp_path: Path, ca
     for run, metrics in (("0", '{"vqa_accuracy": 50.0, "per_answer_type": {}}'), ("1", "{not json")):
         (tmp_path / run / ".hydra").mkdir(parents=True)
         (tmp_path / run / ".hydra" / "overrides.yaml").write_text(f"- seed={run}\n")
+        (tmp_path / run / ".hydra" / "config.yaml").write_text(f"seed: {run}\n")
         (tmp_path / run / "metrics.json").write_text(metrics)
     assert sweep_report([str(tmp_path)]) == 0
     captured = capsys.readouterr()

@@ -181,7 +181,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             "questions_cut": questions_cut,
             "undecodable_images": trainer.undecodable_images,
         }
-        metrics = metrics_content(cfg.final_split, num_questions, final, shuffled_accuracy, data=data_report)
+        metrics = metrics_content(
+            cfg.final_split, num_questions, final, shuffled_accuracy, seed=cfg.seed, data=data_report
+        )
         write_json(run_dir / "metrics.json", metrics)
         if answers:
             write_json(run_dir / "predictions.json", official_results(splits[cfg.final_split], answers))
@@ -271,7 +273,9 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
         "questions_of_unseen_types": unseen,
         "question_types_read_from_text": inferred,
     }
-    metrics = metrics_content(cfg.final_split, len(final_split), scores, shuffled_accuracy, baseline=baseline)
+    metrics = metrics_content(
+        cfg.final_split, len(final_split), scores, shuffled_accuracy, seed=cfg.seed, baseline=baseline
+    )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: one writer
         return scores.get("vqa_accuracy")
     write_json(run_dir / "metrics.json", metrics)
@@ -311,6 +315,7 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
     lines = [
         "",
         f"run folder        {run_dir}",
+        f"seed              {metrics.get('seed')}",
         f"VQA accuracy      {metrics['vqa_accuracy']} on {metrics['num_questions']} {metrics['split']} questions",
     ]
     lines += [f"  {name:<16}{value}" for name, value in metrics["per_answer_type"].items()]

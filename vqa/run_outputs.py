@@ -25,10 +25,11 @@ def metrics_content(
     num_questions: int,
     scores: dict[str, Any],
     shuffled_accuracy: float | None = None,
+    seed: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """metrics.json: the final split's VQA accuracy overall and per answer type, the shuffled-image check's accuracy,
-    the loss (None without a network) and `extra` entries (such as a baseline's settings).
+    the loss (None without a network), the run's seed and `extra` entries (such as a baseline's settings).
 
     Args:
         scores: `vqa_accuracy`, `vqa_accuracy_<answer type>` and optionally `loss`, as from `score_split`.
@@ -42,6 +43,7 @@ def metrics_content(
             key.removeprefix("vqa_accuracy_"): value for key, value in scores.items() if key.startswith("vqa_accuracy_")
         },
         "loss": scores.get("loss"),
+        "seed": seed,
         **extra,
     }
 

@@ -2,12 +2,18 @@
 
     python -m vqa.sweep_report multirun/2026-11-21/10-00-00 [--csv table.csv]
 
-Each run folder contributes one row: the overrides that differ between runs (from `.hydra/overrides.yaml`; the
-ones all runs share are listed above the table) and its `metrics.json` (`vqa_accuracy`, the shuffled-image check's
-accuracy as `shuffled_images`, and the per-answer-type accuracies). Runs without metrics (failed or unfinished)
-are listed with empty metric cells and counted, not dropped. A multirun prints this table when it ends (the
-`PrintReport` callback in conf/config.yaml); when one of its runs fails, Hydra stops the sweep before that
-callback, so run this module on the folder to see the finished runs beside the failed one.
+Each run folder contributes one row: its seed (from `.hydra/config.yaml`), the overrides that differ between runs
+(from `.hydra/overrides.yaml`; the ones all runs share are listed above the table) and its `metrics.json`
+(`vqa_accuracy`, the shuffled-image check's accuracy as `shuffled_images`, and the per-answer-type accuracies).
+Runs without metrics (failed or unfinished) are listed with empty metric cells and counted, not dropped.
+
+When a configuration (the varying overrides other than `seed`) ran with several seeds, as in
+`python train.py -m seed=0,1,2`, a second table gives each configuration's mean, standard deviation (n - 1) and
+range over its seeds, also written as `report_by_configuration.csv` beside the CSV.
+
+A multirun prints these tables when it ends (the `PrintReport` callback in conf/config.yaml); when one of its runs
+fails, Hydra stops the sweep before that callback, so run this module on the folder to see the finished runs beside
+the failed one.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,8 @@ from omegaconf import DictConfig
 
 from vqa.errors import ArgumentParser
 
+SEED = "seed"
+
 
 def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """Rows (one per run), override columns and metric columns, in a stable order."""
@@ -33,9 +42,11 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list
     metric_columns: list[str] = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=_run_order):
         run_dir = overrides_file.parent.parent
-        row: dict[str, Any] = {"run": run_dir.name}
+        row: dict[str, Any] = {"run": run_dir.name, SEED: run_seed(run_dir)}
         for override in yaml.safe_load(overrides_file.read_text()) or []:
             key, _, value = override.partition("=")
+            if key == SEED:  # the seed column holds it, whether it was overridden or not
+                continue
             row[key] = value
             if key not in override_columns:
                 override_columns.append(key)
@@ -52,6 +63,40 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list
                     metric_columns.append(key)
         rows.append(row)
     return rows, override_columns, metric_columns
+
+
+def run_seed(run_dir: Path) -> Any:
+    """The seed a run used: `seed` of the config Hydra composed for it (None when that file is missing)."""
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        return None
+    return (yaml.safe_load(config_file.read_text()) or {}).get(SEED)
+
+
+def by_configuration(
+    rows: list[dict[str, Any]], configuration_columns: list[str], metric_columns: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per configuration (the values of `configuration_columns`): its runs with metrics, their seeds, and
+    per metric the mean, standard deviation (n - 1; empty for one run), minimum and maximum, rounded to 2 places."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(str(row.get(column)) for column in configuration_columns), []).append(row)
+    summary_columns = ["runs", "seeds"]
+    for metric in metric_columns:
+        summary_columns += [f"{metric}_mean", f"{metric}_std", f"{metric}_min", f"{metric}_max"]
+    summaries = []
+    for members in groups.values():
+        finished = [row for row in members if row.get("vqa_accuracy") is not None]
+        summary = {column: members[0].get(column) for column in configuration_columns}
+        summary.update(runs=len(finished), seeds=" ".join(str(row.get(SEED)) for row in finished))
+        for metric in metric_columns:
+            values = [float(row[metric]) for row in finished if row.get(metric) is not None]
+            if values:
+                summary[f"{metric}_mean"] = round(statistics.fmean(values), 2)
+                summary[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
+                summary[f"{metric}_min"], summary[f"{metric}_max"] = min(values), max(values)
+        summaries.append(summary)
+    return summaries, [*configuration_columns, *summary_columns]
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
@@ -102,7 +147,7 @@ def report(sweep_dir: Path, csv_path: Path | None = None) -> int:
     common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
     if common:
         print(f"common overrides: {' '.join(common)}\n")
-    columns = ["run", *varying, *metric_columns]
+    columns = ["run", SEED, *varying, *metric_columns]
     print(markdown_table(rows, columns))
     unfinished = sum("vqa_accuracy" not in row for row in rows)
     if unfinished:
@@ -110,6 +155,13 @@ def report(sweep_dir: Path, csv_path: Path | None = None) -> int:
     csv_path = csv_path or sweep_dir / "report.csv"
     csv_path.write_text(csv_table(rows, columns))
     print(f"\nCSV: {csv_path}")
+    summaries, summary_columns = by_configuration(rows, varying, metric_columns)
+    if any(summary["runs"] > 1 for summary in summaries):
+        print("\nper configuration, over its seeds (mean, standard deviation, range):\n")
+        print(markdown_table(summaries, summary_columns))
+        summary_path = csv_path.with_name(f"{csv_path.stem}_by_configuration.csv")
+        summary_path.write_text(csv_table(summaries, summary_columns))
+        print(f"\nCSV: {summary_path}")
     return 0
 
 

@@ -1,0 +1,70 @@
+"""The sweep report over seeds: a seed column, and mean and spread per configuration (vqa.sweep_report)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vqa.sweep_report import main as sweep_report
+
+# (run, overrides, seed, accuracy): two configurations, three seeds each; run 5 failed (no metrics.json).
+RUNS = [
+    ("0", ["model.fusion=tokens", "seed=0"], 0, 99.0),
+    ("1", ["model.fusion=tokens", "seed=1"], 1, 99.5),
+    ("2", ["model.fusion=tokens", "seed=2"], 2, 98.5),
+    ("3", ["model.fusion=pooled", "seed=0"], 0, 90.0),
+    ("4", ["model.fusion=pooled", "seed=1"], 1, 94.0),
+    ("5", ["model.fusion=pooled", "seed=2"], 2, None),
+]
+
+
+def write_sweep(sweep_dir: Path) -> None:
+    for run, overrides, seed, accuracy in RUNS:
+        hydra_dir = sweep_dir / run / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        (hydra_dir / "overrides.yaml").write_text("".join(f"- {override}\n" for override in overrides))
+        (hydra_dir / "config.yaml").write_text(f"seed: {seed}\nmodel:\n  fusion: x\n")
+        if accuracy is not None:
+            metrics = {"vqa_accuracy": accuracy, "seed": seed, "per_answer_type": {"yes_no": accuracy - 1}}
+            (sweep_dir / run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def spread(summary: dict[str, str]) -> list[str]:
+    return [summary[f"vqa_accuracy_{name}"] for name in ("mean", "std", "min", "max")]
+
+
+def test_seeds_get_their_own_column_and_each_configuration_its_mean_and_spread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_sweep(tmp_path)
+    assert sweep_report([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| run | seed | model.fusion | vqa_accuracy | acc_yes_no |" in printed
+    assert "| 4 | 1 | pooled | 94.0 | 93.0 |" in printed and "| 5 | 2 | pooled |  |  |" in printed
+    assert "1 of 6 runs have no metrics.json" in printed
+    with (tmp_path / "report_by_configuration.csv").open() as file:
+        summary = {row["model.fusion"]: row for row in csv.DictReader(file)}
+    tokens, pooled = summary["tokens"], summary["pooled"]
+    assert (tokens["runs"], tokens["seeds"]) == ("3", "0 1 2")
+    # Mean 99.0; sample standard deviation of (99.0, 99.5, 98.5): sqrt((0 + 0.25 + 0.25) / 2) = 0.5.
+    assert spread(tokens) == ["99.0", "0.5", "98.5", "99.5"]
+    assert tokens["acc_yes_no_mean"] == "98.0"
+    # The failed run is not averaged as a zero: two runs, mean 92.0, standard deviation sqrt(8) = 2.83.
+    assert (pooled["runs"], pooled["seeds"]) == ("2", "0 1")
+    assert spread(pooled) == ["92.0", "2.83", "90.0", "94.0"]
+    assert "per configuration, over its seeds" in printed
+
+
+def test_a_sweep_without_repeated_configurations_has_no_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_sweep(tmp_path)
+    for run in ("1", "2", "4", "5"):
+        shutil.rmtree(tmp_path / run)
+    assert sweep_report([str(tmp_path)]) == 0
+    assert "per configuration" not in capsys.readouterr().out
+    assert not (tmp_path / "report_by_configuration.csv").exists()
