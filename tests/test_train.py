@@ -164,13 +164,39 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, environment: dict
     assert resumed == reference
 
 
-def test_two_process_ddp_keeps_ranks_identical(tmp_path: Path, environment: dict[str, str]) -> None:
-    run_dir = tmp_path / "ddp"
+def logged_training(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(step, loss, grad_norm) of every training log entry in the run folder's trainer_state.json."""
+    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    return [(entry["step"], entry["loss"], entry["grad_norm"]) for entry in history if "loss" in entry]
+
+
+def test_two_runs_with_one_seed_log_bit_identical_losses(tmp_path: Path, environment: dict[str, str]) -> None:
+    # A few hundred steps: before the fix (README, "Reproducible runs"), two such runs differed from step 10 on.
+    steps, logged_every = 300, 10
+    quick = [*FAST, f"trainer.args.max_steps={steps}", f"trainer.args.logging_steps={logged_every}"]
+    quick += ["trainer.args.eval_strategy=no", "final_evaluation=false"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    for run_dir in (first, second):
+        train([*quick, f"hydra.run.dir={run_dir}"], environment)
+    logged = logged_training(first)
+    assert len(logged) == steps // logged_every + 1  # logging_first_step, then every 10 steps
+    assert logged[-1][1] < logged[0][1] / 2, "the runs should have trained"
+    # JSON keeps a float's shortest repr, which round-trips exactly: == compares every bit.
+    assert logged_training(second) == logged
+
+
+def test_two_process_ddp_keeps_ranks_identical_and_reruns_bit_identical(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
-    train(["trainer=ddp", *FAST, f"hydra.run.dir={run_dir}"], environment, command=torchrun)
-    card = json.loads((run_dir / "run_card.json").read_text())
+    ddp = ["trainer=ddp", *FAST, "trainer.args.max_steps=20", "trainer.args.eval_strategy=no"]
+    first, second = tmp_path / "ddp", tmp_path / "ddp_again"
+    train([*ddp, f"hydra.run.dir={first}"], environment, command=torchrun)
+    card = json.loads((first / "run_card.json").read_text())
     assert card["world_size"] == 2 and card["parameters_identical_across_ranks"] is True
-    assert json.loads((run_dir / "metrics.json").read_text())["num_questions"] == 256
+    assert json.loads((first / "metrics.json").read_text())["num_questions"] == 256
+    train([*ddp, f"hydra.run.dir={second}", "final_evaluation=false"], environment, command=torchrun)
+    assert len(logged_training(first)) == 20 and logged_training(second) == logged_training(first)
 
 
 def test_wandb_logger_runs_offline_without_prompting(tmp_path: Path, environment: dict[str, str]) -> None:
