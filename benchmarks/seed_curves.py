@@ -1,0 +1,85 @@
+"""Time to accuracy over seeds: validation accuracy after each epoch against wall time, for every run of a sweep.
+
+Reads the run folders of a multirun such as `python train.py -m seed=0,1,2` (each run's `trainer_state.json`,
+`metrics.json` and `run_card.json`) and writes one JSON file with, per run, its seed, the final split's accuracy,
+wall and training time, and the evaluations logged during training (`elapsed_seconds` is wall time since training
+began); it prints a markdown table of validation accuracy per epoch, one column per seed.
+
+    python benchmarks/seed_curves.py multirun/<date>/<time> --out benchmarks/results/default_run_seeds.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    card = json.loads((run_dir / "run_card.json").read_text())
+    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    evaluations = [
+        {
+            "epoch": round(entry["epoch"], 2),
+            "elapsed_seconds": entry.get("elapsed_seconds"),
+            "vqa_accuracy": entry["eval_vqa_accuracy"],
+            "loss": entry["eval_loss"],
+        }
+        for entry in history
+        if "eval_vqa_accuracy" in entry
+    ]
+    return {
+        "run": run_dir.name,
+        "seed": metrics.get("seed"),
+        "git_commit": card.get("git_commit"),
+        "test": {key: metrics[key] for key in ("vqa_accuracy", "vqa_accuracy_shuffled_images", "per_answer_type")},
+        "wall_seconds": card["wall_seconds"],
+        "train_seconds": card["train_seconds"],
+        "train_samples_per_second": card["train_samples_per_second"],
+        "validation": evaluations,
+    }
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    seeds = [f"seed {record['seed']}" for record in records]
+    lines = ["| epoch | " + " | ".join(seeds) + " |", "|---|" + "---|" * len(records)]
+    for index, evaluation in enumerate(records[0]["validation"]):
+        cells = [
+            f"{record['validation'][index]['vqa_accuracy']} ({record['validation'][index]['elapsed_seconds']:.0f} s)"
+            for record in records
+        ]
+        lines.append(f"| {evaluation['epoch']:g} | " + " | ".join(cells) + " |")
+    tests = [record["test"]["vqa_accuracy"] for record in records]
+    walls = [record["wall_seconds"] for record in records]
+    lines.append("| test | " + " | ".join(f"**{value}**" for value in tests) + " |")
+    lines.append("| wall time | " + " | ".join(f"{value:.0f} s" for value in walls) + " |")
+    spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+    lines.append(
+        f"\ntest accuracy {statistics.fmean(tests):.2f} +- {spread:.2f} (mean +- standard deviation, "
+        f"{min(tests)}-{max(tests)}); wall time {statistics.fmean(walls):.0f} s ({min(walls):.0f}-{max(walls):.0f})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/default_run_seeds.json"))
+    args = parser.parse_args(argv)
+    run_dirs = sorted((path.parent for path in args.sweep_dir.glob("*/metrics.json")), key=lambda path: path.name)
+    if not run_dirs:
+        print(f"error: {args.sweep_dir}: no run folder with metrics.json", file=sys.stderr)
+        return 2
+    records = [run_record(run_dir) for run_dir in run_dirs]
+    command = "python benchmarks/seed_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.write_text(json.dumps({"command": command, "runs": records}, indent=2) + "\n")
+    print(markdown(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
