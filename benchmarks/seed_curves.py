@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/default_run_seeds.json"))
     args = parser.parse_args(argv)
-    run_dirs = sorted((path.parent for path in args.sweep_dir.glob("*/metrics.json")), key=lambda path: path.name)
+    run_dirs = [path.parent for path in args.sweep_dir.glob("*/metrics.json")]
+    run_dirs.sort(key=lambda path: (len(path.name), path.name))  # 0, 1, ..., 10 in the order Hydra numbered them
     if not run_dirs:
         print(f"error: {args.sweep_dir}: no run folder with metrics.json", file=sys.stderr)
         return 2
