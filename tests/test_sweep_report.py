@@ -68,3 +68,14 @@ def test_a_sweep_without_repeated_configurations_has_no_summary(
     assert sweep_report([str(tmp_path)]) == 0
     assert "per configuration" not in capsys.readouterr().out
     assert not (tmp_path / "report_by_configuration.csv").exists()
+
+
+def test_a_damaged_run_config_leaves_its_seed_cell_empty_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_sweep(tmp_path)
+    (tmp_path / "1" / ".hydra" / "config.yaml").write_text("seed: [unclosed\n")
+    assert sweep_report([str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {tmp_path / '1' / '.hydra' / 'config.yaml'}: unreadable" in captured.err
+    assert "| 1 |  | tokens | 99.5 | 98.5 |" in captured.out

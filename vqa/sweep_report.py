@@ -30,7 +30,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vqa.errors import ArgumentParser
+from vqa.errors import ArgumentParser, one_line
 
 SEED = "seed"
 
@@ -66,11 +66,22 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list
 
 
 def run_seed(run_dir: Path) -> Any:
-    """The seed a run used: `seed` of the config Hydra composed for it (None when that file is missing)."""
+    """The seed a run used: `seed` of the config Hydra composed for it; None when that file is missing, or damaged
+    (with a line on stderr naming it; the run is still listed, with an empty seed cell)."""
     config_file = run_dir / ".hydra" / "config.yaml"
     if not config_file.is_file():
         return None
-    return (yaml.safe_load(config_file.read_text()) or {}).get(SEED)
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        print(
+            f"warning: {config_file}: unreadable ({one_line(error)}); its run is listed without a seed", file=sys.stderr
+        )
+        return None
+    if not isinstance(config, dict):
+        print(f"warning: {config_file}: expected a YAML mapping, found {type(config).__name__}", file=sys.stderr)
+        return None
+    return config.get(SEED)
 
 
 def by_configuration(
