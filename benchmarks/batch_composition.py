@@ -23,16 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
-from hydra import compose, initialize_config_dir
+from default_run import default_config_and_data, default_model
 from torch.utils.data import RandomSampler
 
-from vqa.processing import VQACollator
-from vqa.run import build
 from vqa.sampling import ImageGroupedSampler
-from vqa.training import for_training, load_checkpoint_weights
+from vqa.training import load_checkpoint_weights
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Parameter name prefixes of each pathway.
 PARTS = {
     "image_pathway": ("image_encoder.", "image_projection."),
@@ -65,16 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_composition.json"))
     args = parser.parse_args(argv)
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(config_name="config")
-    transformers.set_seed(cfg.seed)
-    splits = build(cfg.data)
-    model, processor = build(cfg.model, train_split=splits["train"])
+    cfg, train = default_config_and_data()
+    model, collator = default_model(cfg, train)
     if args.checkpoint:
         load_checkpoint_weights(model, args.checkpoint)
     model.train()
-    train = for_training(splits["train"])
-    collator = VQACollator(processor, inputs=model.config.inputs)
     batch_size = cfg.trainer.args.per_device_train_batch_size
     results: dict[str, Any] = {}
     for name, questions_per_image in COMPOSITIONS.items():

@@ -30,16 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
-from hydra import compose, initialize_config_dir
+from default_run import default_config_and_data, default_model
 
 import vqa.modeling
-from vqa.processing import VQACollator
-from vqa.run import build
 from vqa.sampling import ImageGroupedSampler
-from vqa.training import for_training
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 BATCHES = 20
 REPEATS = 3
 
@@ -57,13 +52,8 @@ ROWS: dict[str, Callable[[torch.Tensor, torch.LongTensor | None], torch.Tensor]]
 
 def default_batches() -> tuple[torch.nn.Module, list[dict[str, torch.Tensor]], int]:
     """The default run's model and its first `BATCHES` training batches, and the batch size."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(config_name="config")
-    transformers.set_seed(cfg.seed)
-    splits = build(cfg.data)
-    model, processor = build(cfg.model, train_split=splits["train"])
-    train = for_training(splits["train"])
-    collator = VQACollator(processor, inputs=model.config.inputs)
+    cfg, train = default_config_and_data()
+    model, collator = default_model(cfg, train)
     batch_size = cfg.trainer.args.per_device_train_batch_size
     order = list(ImageGroupedSampler(train["image_id"], cfg.trainer.questions_per_image, seed=cfg.seed))
     rows = [train[index] for index in order[: BATCHES * batch_size]]

@@ -16,15 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-import transformers
-from hydra import compose, initialize_config_dir
+from default_run import default_config_and_data, default_model
 
-from vqa.processing import VQACollator
-from vqa.run import build
 from vqa.sampling import ImageGroupedSampler
-from vqa.training import for_training
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 STEPS = 60
 GROUP_SIZES = (None, 4, 3, 2)
 
@@ -33,17 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/group_size_cpu.json"))
     args = parser.parse_args(argv)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(config_name="config")
-    splits = build(cfg.data)
-    train = for_training(splits["train"])
+    cfg, train = default_config_and_data()
     batch_size = cfg.trainer.args.per_device_train_batch_size
     results = []
     for questions_per_image in GROUP_SIZES:
-        transformers.set_seed(cfg.seed)
-        model, processor = build(cfg.model, train_split=splits["train"])
+        model, collator = default_model(cfg, train)
         model.train()
-        collator = VQACollator(processor, inputs=model.config.inputs)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
         order = list(ImageGroupedSampler(train["image_id"], questions_per_image, seed=cfg.seed))
         rows = [train[index] for index in order[: STEPS * batch_size]]
