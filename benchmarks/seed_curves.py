@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+RUN_FILES = ("metrics.json", "run_card.json", "trainer_state.json")
+
 
 def run_record(run_dir: Path) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if not run_dirs:
         print(f"error: {args.sweep_dir}: no run folder with metrics.json", file=sys.stderr)
         return 2
+    for run_dir in run_dirs:
+        missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+        if missing:
+            # Runs from before trainer_state.json was written to the run folder have it only in checkpoint-N/.
+            print(f"error: {run_dir}: no {', '.join(missing)}, expected a finished run of train.py", file=sys.stderr)
+            return 2
     records = [run_record(run_dir) for run_dir in run_dirs]
     command = "python benchmarks/seed_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.write_text(json.dumps({"command": command, "runs": records}, indent=2) + "\n")
