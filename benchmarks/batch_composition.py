@@ -31,8 +31,8 @@ from vqa.training import load_checkpoint_weights
 
 # Parameter name prefixes of each pathway.
 PARTS = {
-    "image_pathway": ("image_encoder.", "image_projection."),
-    "question_pathway": ("text_encoder.", "text_projection."),
+    "image_pathway": ("image_encoder.", "fusion.image_projection."),
+    "question_pathway": ("text_encoder.", "fusion.text_projection."),
     "decoder": ("decoder.",),
 }
 COMPOSITIONS = {"whole_groups": None, "groups_of_3": 3, "groups_of_1": 1, "random": "random"}

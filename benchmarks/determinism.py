@@ -5,7 +5,7 @@ once up front so that only the model's step is timed: forward, backward, AdamW).
 
 - how the distinct question and image rows reach each example: `tensor[index]` (advanced indexing, the code before
   the fix; its CPU backward adds repeated rows with atomic adds from several threads) or `tensor.index_select(0,
-  index)` (today's `vqa.modeling._rows`; its backward adds in index order);
+  index)` (today's `vqa.fusion.repeat_rows`; its backward adds in index order);
 - with `torch.use_deterministic_algorithms(True)` off or on (on is what `trainer.args.full_determinism`, the CPU
   default, sets).
 
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from default_run import default_config_and_data, default_model
 
+import vqa.fusion
 import vqa.modeling
 from vqa.sampling import ImageGroupedSampler
 
@@ -40,14 +41,19 @@ REPEATS = 3
 
 
 def advanced_indexing(tensor: torch.Tensor, index: torch.LongTensor | None) -> torch.Tensor:
-    """The rows as `vqa.modeling._rows` took them before the fix."""
+    """The rows as `vqa.fusion.repeat_rows` took them before the fix."""
     return tensor if index is None else tensor[index]
 
 
 ROWS: dict[str, Callable[[torch.Tensor, torch.LongTensor | None], torch.Tensor]] = {
     "advanced_indexing": advanced_indexing,
-    "index_select": vqa.modeling._rows,
+    "index_select": vqa.fusion.repeat_rows,
 }
+
+
+def use_rows(name: str) -> None:
+    """Make the fusion and the shared cross-attention cache take their rows with `ROWS[name]`."""
+    vqa.fusion.repeat_rows = vqa.modeling.repeat_rows = ROWS[name]
 
 
 def default_batches() -> tuple[torch.nn.Module, list[dict[str, torch.Tensor]], int]:
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [(rows, deterministic) for deterministic in (False, True) for rows in ROWS]
     results: dict[str, Any] = {}
     for rows, deterministic in variants:
-        vqa.modeling._rows = ROWS[rows]
+        use_rows(rows)
         torch.use_deterministic_algorithms(deterministic)
         reference = gradients(model, weights, batches)
         differing = [
@@ -106,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, list[float]] = {name: [] for name in results}
     for _ in range(args.rounds):
         for (rows, deterministic), name in zip(variants, results, strict=True):
-            vqa.modeling._rows = ROWS[rows]
+            use_rows(rows)
             torch.use_deterministic_algorithms(deterministic)
             model.load_state_dict(weights)
             timings[name].append(BATCHES * batch_size / seconds_per_pass(model, batches))
-    vqa.modeling._rows = ROWS["index_select"]
+    use_rows("index_select")
     torch.use_deterministic_algorithms(False)
     for name, rates in timings.items():
         results[name].update(

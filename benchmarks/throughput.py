@@ -38,6 +38,7 @@ from transformers import DistilBertConfig, GPT2Config, ViTConfig
 from vqa import VQAConfig, VQAModel, VQAProcessor
 from vqa.builders import tiny_model_and_processor
 from vqa.data import build_easy_vqa
+from vqa.encoder_inputs import EncoderInputs
 from vqa.feature_cache import build_lookups
 from vqa.processing import VQACollator
 from vqa.sampling import ImageGroupedSampler
@@ -155,17 +156,13 @@ def per_question_greedy(model: VQAModel, batch: dict[str, torch.Tensor], max_new
     config = model.config.decoder_config
     answers = torch.full((batch["attention_mask"].shape[0], max_new_tokens), config.pad_token_id)
     for row in range(answers.shape[0]):
-        states, mask = model.encode(
-            batch["input_ids"][row : row + 1],
-            batch["attention_mask"][row : row + 1],
-            batch["pixel_values"][row : row + 1],
-        )
-        tokens = torch.tensor([[config.bos_token_id]], device=states.device)
+        fused = model.encode(EncoderInputs.pick({name: tensor[row : row + 1] for name, tensor in batch.items()}))
+        tokens = torch.tensor([[config.bos_token_id]], device=fused.hidden_states.device)
         for step in range(max_new_tokens):
             logits = model.decoder(
-                inputs_embeds=model.decoder_embeddings(tokens, states, mask),
-                encoder_hidden_states=states,
-                encoder_attention_mask=mask,
+                inputs_embeds=model.decoder_embeddings(tokens, fused),
+                encoder_hidden_states=fused.hidden_states,
+                encoder_attention_mask=fused.attention_mask,
                 use_cache=False,
             ).logits
             next_token = logits[0, -1].argmax()

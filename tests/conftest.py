@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import TrainingArguments
 
 from vqa import VQAConfig, VQAModel
 
@@ -24,6 +25,26 @@ def make_batch(batch_size: int = 3, question_length: int = 7, seed: int = 0) -> 
         answer = answers[row % len(answers)] + [EOS]
         labels[row, : len(answer)] = torch.tensor(answer)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "labels": labels}
+
+
+def one_sgd_step_arguments(output_dir: str, per_device_batch: int, accumulation: int) -> TrainingArguments:
+    """TrainingArguments for a single plain-SGD step at learning rate 1 on the CPU: a step that moves every weight by
+    exactly its gradient, for comparing two ways of computing it."""
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=per_device_batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=0,
+    )
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ def test_every_trainable_parameter_gets_a_gradient_and_no_other(inputs: str, lef
         labels=batch["labels"],
     ).loss.backward()
     for name, parameter in model.named_parameters():
-        unused = name.startswith((f"{left_out}_encoder.", f"{left_out}_projection."))
+        unused = name.startswith((f"{left_out}_encoder.", f"fusion.{left_out}_projection."))
         assert parameter.requires_grad != unused, name
         assert (parameter.grad is not None) == parameter.requires_grad, name
 

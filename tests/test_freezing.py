@@ -7,6 +7,7 @@ import torch
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
+from vqa.encoder_inputs import EncoderInputs
 from vqa.freezing import COMPONENTS, FREEZE_PRESETS, component_of, parameter_counts, resolve_freeze
 
 
@@ -42,7 +43,7 @@ def test_decoder_preset_keeps_cross_attention_trainable() -> None:
     assert "decoder.transformer.h.1.ln_cross_attn.weight" in trainable
     assert "decoder.transformer.h.0.attn.c_attn.weight" not in trainable
     assert "decoder.transformer.wte.weight" not in trainable
-    assert "text_projection.linear.weight" in trainable
+    assert "fusion.text_projection.linear.weight" in trainable
 
 
 def test_all_preset_trains_only_projections_and_cross_attention() -> None:
@@ -61,7 +62,7 @@ def test_component_list_is_accepted() -> None:
 def test_frozen_encoders_stay_in_eval_mode() -> None:
     model = VQAModel(VQAConfig.tiny(freeze="encoders")).train()
     assert not model.text_encoder.training and not model.image_encoder.training
-    assert model.decoder.training and model.text_projection.training
+    assert model.decoder.training and model.fusion.training
     fully_frozen = VQAModel(VQAConfig.tiny(freeze=["decoder", "cross_attention"])).train()
     assert not fully_frozen.decoder.training
 
@@ -75,10 +76,10 @@ def test_frozen_encoders_run_without_autograd(freeze: str) -> None:
             lambda module, args, output, name=name: grad_enabled.__setitem__(name, torch.is_grad_enabled())
         )
     batch = make_batch()
-    states, _ = model.encode(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+    fused = model.encode(EncoderInputs.pick(batch))
     expected = freeze == "nothing"
     assert grad_enabled == {"text_encoder": expected, "image_encoder": expected}
-    assert states.requires_grad  # the projections train either way
+    assert fused.hidden_states.requires_grad  # the projections train either way
 
 
 @pytest.mark.parametrize("spec", ["encoder", ["text_encoder", "vision"]])

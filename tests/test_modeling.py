@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from transformers import AutoModel
 
 from tests.conftest import BOS, EOS, PAD, make_batch
 from vqa import VQAConfig, VQAModel
+from vqa.encoder_inputs import EncoderInputs
 
 NUM_PATCHES = (64 // 8) ** 2
 
@@ -107,8 +109,9 @@ def test_image_changes_the_answer_distribution(tiny_model: VQAModel, batch: dict
 
 def test_pooled_fusion_gives_one_key(batch: dict[str, torch.Tensor]) -> None:
     model = VQAModel(VQAConfig.tiny(fusion="pooled")).eval()
-    states, mask = model.encode(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
-    assert states.shape == (3, 1, 128) and mask.tolist() == [[1], [1], [1]]
+    fused = model.encode(EncoderInputs.pick(batch))
+    assert fused.hidden_states.shape == (3, 1, 128) and fused.attention_mask.tolist() == [[1], [1], [1]]
+    assert fused.segments == [("fused", 1)]
 
 
 def test_cross_attentions_with_eager_attention(tiny_model: VQAModel, batch: dict[str, torch.Tensor]) -> None:
@@ -221,3 +224,19 @@ def test_generate_with_conditioned_bos_equals_greedy_loop(batch: dict[str, torch
     generated = model.generate(**inputs, max_new_tokens=6)
     assert torch.equal(generated, greedy_without_cache(model, batch, max_new_tokens=6))
     assert generated.tolist() == [[5, 6, EOS, PAD], [7, EOS, PAD, PAD], [8, 9, 10, EOS]]
+
+
+def test_checkpoint_of_the_earlier_layout_loads_and_saves_in_todays(tmp_path: Path) -> None:
+    """tests/fixtures/legacy_checkpoint was written by the code before `vqa.fusion` (commit f280535: projections and
+    modality embeddings at the top level), with the logits it gave on a fixed batch."""
+    folder = Path(__file__).parent / "fixtures" / "legacy_checkpoint"
+    expected = torch.load(folder / "expected.pt")
+    model = VQAModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**expected["batch"]).logits, expected["logits"], atol=0, rtol=0)
+    model.save_pretrained(tmp_path)
+    saved = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    assert "fusion.text_projection.linear.weight" in saved and "text_projection.linear.weight" not in saved
+    with torch.no_grad():
+        reloaded = VQAModel.from_pretrained(tmp_path).eval()(**expected["batch"]).logits
+    torch.testing.assert_close(reloaded, expected["logits"], atol=0, rtol=0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
-from tests.conftest import make_batch
+from tests.conftest import make_batch, one_sgd_step_arguments
 from vqa import VQAConfig, VQAModel
 
 
@@ -16,20 +16,8 @@ def train_one_step(tmp_path: Path, per_device_batch: int, accumulation: int) -> 
     rows = [{key: value[row] for key, value in batch.items()} for row in range(6)]
     torch.manual_seed(0)
     model = VQAModel(VQAConfig.tiny(dropout=0.0))
-    arguments = TrainingArguments(
-        output_dir=str(tmp_path / f"b{per_device_batch}_ga{accumulation}"),
-        per_device_train_batch_size=per_device_batch,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        use_cpu=True,
-        dataloader_pin_memory=False,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        seed=0,
+    arguments = one_sgd_step_arguments(
+        str(tmp_path / f"b{per_device_batch}_ga{accumulation}"), per_device_batch, accumulation
     )
     Trainer(model=model, args=arguments, train_dataset=rows).train()
     return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}

@@ -1,4 +1,4 @@
-"""Visual question answering with token-level fusion of DistilBERT and ViT into a GPT-2 decoder."""
+"""Visual question answering: question and image encoders fused at the token level into a GPT-2 decoder."""
 
 from transformers import AutoConfig, AutoModel
 

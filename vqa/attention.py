@@ -8,8 +8,10 @@ The raw weights are over the encoders' output tokens, which their own self-atten
 ViT may gather the image into a few patch tokens). The rollout follows the attention back through the decoder and
 both encoders to the input words and input patches.
 
-Shapes: L decoder layers, H heads, T generated tokens (the answer's tokens, then EOS), Lq question tokens ([CLS]
-and [SEP] included, padding removed), P = rows x cols image patches, S = Lq + 1 + P (the 1 is the ViT's CLS).
+Maps need a fusion whose sequence has a `question` and an `image` segment (`vqa.fusion.FusedSequence`), as the
+token fusion's has. Shapes: L decoder layers, H heads, T generated tokens (the answer's tokens, then EOS), Lq
+question tokens ([CLS] and [SEP] included, padding removed), C the image encoder's prefix tokens (ViT's CLS; 2 for
+DeiT, none for SigLIP), P = rows x cols image patches, S = Lq + C + P.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from typing import Literal
 import torch
 from PIL.Image import Image
 
+from vqa.encoders import patch_grid
+from vqa.fusion import segment_slices
 from vqa.modeling import VQAModel, labels_from_answers
 from vqa.processing import VQAProcessor
+
+MAP_SEGMENTS = ("question", "image")  # the fused segments a map is drawn over
 
 Layer = int | Literal["mean", "rollout"]
 Head = int | Literal["mean"]
@@ -37,7 +43,8 @@ class AnswerAttention:
         weights: (L, H, T, S) cross-attention weights on the encoders' output tokens; each row sums to 1.
         rollout: (T, S) attention rollout through the decoder and the encoders to the input tokens and patches
             (see `decoder_rollout` and `encoder_rollout`); each row sums to 1.
-        grid: (rows, cols) of the ViT patch grid.
+        grid: (rows, cols) of the image encoder's patch grid.
+        image_prefix: C, the image encoder's positions before the patches (CLS and the like).
     """
 
     question: str
@@ -48,6 +55,7 @@ class AnswerAttention:
     weights: torch.Tensor
     rollout: torch.Tensor
     grid: tuple[int, int]
+    image_prefix: int = 1
 
     @property
     def num_layers(self) -> int:
@@ -70,12 +78,13 @@ class AnswerAttention:
         return self.fused(layer, head)[:, : len(self.question_tokens)]
 
     def cls_attention(self, layer: Layer = "mean", head: Head = "mean") -> torch.Tensor:
-        """(T,) attention on the ViT's CLS token."""
-        return self.fused(layer, head)[:, len(self.question_tokens)]
+        """(T,) attention on the image encoder's prefix tokens (its CLS; 0 for an encoder without one)."""
+        start = len(self.question_tokens)
+        return self.fused(layer, head)[:, start : start + self.image_prefix].sum(dim=-1)
 
     def patch_attention(self, layer: Layer = "mean", head: Head = "mean") -> torch.Tensor:
-        """(T, rows, cols) attention on each image patch, on the ViT's patch grid."""
-        patches = self.fused(layer, head)[:, len(self.question_tokens) + 1 :]
+        """(T, rows, cols) attention on each image patch, on the image encoder's patch grid."""
+        patches = self.fused(layer, head)[:, len(self.question_tokens) + self.image_prefix :]
         return patches.reshape(-1, *self.grid)
 
     def image_share(self, layer: Layer = "mean", head: Head = "mean") -> torch.Tensor:
@@ -158,6 +167,19 @@ def evaluation_mode(model: VQAModel) -> Iterator[None]:
         model.train(was_training)
 
 
+def map_refusal(model: VQAModel) -> str | None:
+    """Why this model has no attention map over question tokens and image patches (one line), or None."""
+    if model.config.inputs != "both":
+        return f"inputs={model.config.inputs!r}: attention maps over question and image need a model with inputs='both'"
+    segment_names = type(model.fusion).segment_names
+    if segment_names != MAP_SEGMENTS:
+        return (
+            f"fusion={model.config.fusion!r} has the segments ({', '.join(segment_names)}); attention maps need the "
+            f"{' and '.join(MAP_SEGMENTS)} tokens as keys, as fusion='tokens' gives"
+        )
+    return None
+
+
 @torch.no_grad()
 def explain_batch(
     model: VQAModel,
@@ -171,14 +193,9 @@ def explain_batch(
     The answers are the model's greedy answers, generated as in evaluation (with its own attention
     implementation); only the replay that reads the weights runs with eager attention.
     """
-    if model.config.fusion != "tokens":
-        raise ValueError(
-            f"fusion={model.config.fusion!r}: attention maps need fusion='tokens' (pooled fusion has one key)"
-        )
-    if model.config.inputs != "both":
-        raise ValueError(
-            f"inputs={model.config.inputs!r}: attention maps over question and image need a model with inputs='both'"
-        )
+    refusal = map_refusal(model)
+    if refusal is not None:
+        raise ValueError(refusal)
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions; expected one image per question")
     batch = {name: tensor.to(model.device) for name, tensor in processor(questions, images).items()}
@@ -189,8 +206,11 @@ def explain_batch(
         with eager_attention(model):
             # Each encoder once, with its own self-attention (for the rollout to the inputs); the replay then reads
             # their outputs as precomputed features instead of running them again.
-            text = model.text_encoder(batch["input_ids"], batch["attention_mask"], output_attentions=True)
-            image = model.image_encoder(batch["pixel_values"].to(model.image_encoder.dtype), output_attentions=True)
+            text = model.text_encoder(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True
+            )
+            pixel_values = batch["pixel_values"].to(model.image_encoder.dtype)
+            image = model.image_encoder(pixel_values=pixel_values, output_attentions=True)
             output = model(
                 attention_mask=batch["attention_mask"],
                 question_features=text.last_hidden_state,
@@ -198,16 +218,18 @@ def explain_batch(
                 labels=labels,
                 output_attentions=True,
             )
-    cross = _stacked(output.cross_attentions)  # (B, L, H, N, Lq_max + 1 + P)
+    segments = segment_slices(output.encoder_segments)
+    cross = _stacked(output.cross_attentions)  # (B, L, H, N, Lq_max + C + P)
     decoder_self = _stacked(output.decoder_attentions)  # (B, L, H, N, N)
     text_self, image_self = _stacked(text.attentions), _stacked(image.attentions)  # (B, Lt, H, Lq_max, Lq_max) ...
-    rows, cols = model.config.patch_grid
-    question_length = batch["input_ids"].shape[1]
-    if cross.shape[-1] != question_length + 1 + rows * cols:
+    rows, cols = patch_grid(model.config.vision_config, *pixel_values.shape[-2:])
+    question_length = segments["question"].stop
+    image_prefix = segments["image"].stop - segments["image"].start - rows * cols
+    if image_prefix < 0:
         raise ValueError(
-            f"image encoder gave {cross.shape[-1] - question_length - 1} patches, expected {rows}x{cols} from "
-            f"vision_config (image_size {model.config.vision_config.image_size}, patch_size "
-            f"{model.config.vision_config.patch_size}); are the images preprocessed to another size?"
+            f"image encoder gave {segments['image'].stop - segments['image'].start} positions, fewer than the "
+            f"{rows}x{cols} patches of a {tuple(pixel_values.shape[-2:])} image with patch_size "
+            f"{model.config.vision_config.patch_size}"
         )
     answers = processor.decode_answers(answer_ids)
     attention_mask, input_ids, labels = batch["attention_mask"].cpu(), batch["input_ids"].cpu(), labels.cpu()
@@ -238,6 +260,7 @@ def explain_batch(
                 weights=weights[..., keep],
                 rollout=rollout,
                 grid=(rows, cols),
+                image_prefix=image_prefix,
             )
         )
     return items

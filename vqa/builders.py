@@ -76,7 +76,10 @@ def pretrained_model_and_processor(
     projection_layer_norm: bool = True,
     modality_embeddings: bool = True,
 ) -> tuple[VQAModel, VQAProcessor]:
-    """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs)."""
+    """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
+
+    The encoders may be of any family `vqa.encoders` accepts: the class comes from each checkpoint's config.
+    """
     del train_split
     model = VQAModel.from_pretrained_components(
         text_encoder,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from transformers import DistilBertConfig, GPT2Config, PretrainedConfig, ViTConfig
+from transformers import AutoConfig, DistilBertConfig, GPT2Config, PretrainedConfig, ViTConfig
 
-Fusion = Literal["tokens", "pooled"]
-FUSIONS: tuple[str, ...] = ("tokens", "pooled")
 Inputs = Literal["both", "question_only", "image_only"]
 INPUTS: tuple[str, ...] = ("both", "question_only", "image_only")
 
@@ -16,11 +14,12 @@ class VQAConfig(PretrainedConfig):
     """Configuration of `VQAModel`.
 
     Args:
-        text_config: DistilBERT config (or dict) of the question encoder.
-        vision_config: ViT config (or dict) of the image encoder.
+        text_config: config (or dict) of the question encoder: any text model of `vqa.encoders` (DistilBERT when
+            None).
+        vision_config: config (or dict) of the image encoder: any patch-token vision model (ViT when None).
         decoder_config: GPT-2 config (or dict) of the answer decoder; cross-attention is switched on here.
-        fusion: `"tokens"` (every question token and image patch is a cross-attention key) or `"pooled"`
-            (the textbook baseline: one averaged vector).
+        fusion: `"tokens"` (every question token and image patch is a cross-attention key), `"pooled"` (the
+            textbook baseline: one averaged vector), or the import path of a `vqa.fusion.Fusion` subclass.
         projection_layer_norm: apply a LayerNorm after each encoder's linear projection.
         modality_embeddings: add a learned embedding per modality so the decoder can tell text keys from image keys.
         vision_conv_stem: replace the ViT's one-layer patch projection by a small convolutional stem of the same
@@ -39,8 +38,8 @@ class VQAConfig(PretrainedConfig):
 
     model_type = "vqa"
     sub_configs: ClassVar[dict[str, type[PretrainedConfig]]] = {
-        "text_config": DistilBertConfig,
-        "vision_config": ViTConfig,
+        "text_config": AutoConfig,
+        "vision_config": AutoConfig,
         "decoder_config": GPT2Config,
     }
 
@@ -49,7 +48,7 @@ class VQAConfig(PretrainedConfig):
         text_config: DistilBertConfig | dict[str, Any] | None = None,
         vision_config: ViTConfig | dict[str, Any] | None = None,
         decoder_config: GPT2Config | dict[str, Any] | None = None,
-        fusion: Fusion = "tokens",
+        fusion: str = "tokens",
         projection_layer_norm: bool = True,
         modality_embeddings: bool = True,
         vision_conv_stem: bool = False,
@@ -59,12 +58,19 @@ class VQAConfig(PretrainedConfig):
         max_answer_tokens: int = 8,
         **kwargs: Any,
     ) -> None:
-        if fusion not in FUSIONS:
-            raise ValueError(f"VQAConfig.fusion: got {fusion!r}, expected one of {', '.join(FUSIONS)}")
+        from vqa.encoders import as_sub_config, check_image_encoder, check_text_encoder
+        from vqa.fusion import fusion_class
+
+        try:
+            fusion_class(fusion)  # an unknown name fails here, before any weights are built
+        except ValueError as error:
+            raise ValueError(f"VQAConfig.{error}") from None
         if inputs not in INPUTS:
             raise ValueError(f"VQAConfig.inputs: got {inputs!r}, expected one of {', '.join(INPUTS)}")
-        self.text_config = _as_config(text_config, DistilBertConfig)
-        self.vision_config = _as_config(vision_config, ViTConfig)
+        self.text_config = as_sub_config(text_config, "distilbert")
+        self.vision_config = as_sub_config(vision_config, "vit")
+        check_text_encoder(self.text_config, "VQAConfig.text_config")
+        check_image_encoder(self.vision_config, "VQAConfig.vision_config")
         self.decoder_config = _as_config(decoder_config, GPT2Config)
         # The decoder reads the fused encoder sequence through cross-attention in every block.
         self.decoder_config.add_cross_attention = True
@@ -84,13 +90,6 @@ class VQAConfig(PretrainedConfig):
         from vqa.freezing import resolve_freeze
 
         resolve_freeze(self.freeze)
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        """(rows, cols) of the image encoder's patch grid."""
-        height, width = _pair(self.vision_config.image_size)
-        patch_height, patch_width = _pair(self.vision_config.patch_size)
-        return height // patch_height, width // patch_width
 
     @classmethod
     def tiny(
@@ -155,7 +154,3 @@ def _as_config(value: PretrainedConfig | dict[str, Any] | None, config_class: ty
     if not isinstance(value, config_class):
         raise TypeError(f"expected a {config_class.__name__} or dict, got {type(value).__name__}")
     return value
-
-
-def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

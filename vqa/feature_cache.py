@@ -193,9 +193,11 @@ def build_store(
     return store
 
 
-def _input_lengths(processor: VQAProcessor, component: str, names: Sequence[str], image_positions: int) -> list[int]:
-    """Positions each input will occupy: 1 + P for every image, the token count (with [CLS], [SEP]) per question."""
+def _input_lengths(model: VQAModel, processor: VQAProcessor, component: str, names: Sequence[str]) -> list[int]:
+    """Positions each input will occupy: the image encoder's output length for every image (the same for all,
+    read from the first), the token count (with [CLS], [SEP]) per question."""
     if component == "image_encoder":
+        image_positions = encode_inputs(model, processor, component, names[:1])[0].shape[1]
         return [image_positions] * len(names)
     lengths: list[int] = []
     for start in range(0, len(names), 4096):
@@ -215,9 +217,7 @@ def _write_store(
 ) -> None:
     """Encode `names` in batches straight into a memory-mapped `.npy` (a split's features need not fit in RAM)."""
     folder.mkdir(parents=True)
-    rows, cols = model.config.patch_grid
-    image_positions = 1 + rows * cols
-    lengths = _input_lengths(processor, component, names, image_positions)
+    lengths = _input_lengths(model, processor, component, names)
     starts = np.concatenate([[0], np.cumsum(lengths)]).tolist()
     hidden = getattr(model, component).config.hidden_size
     features = np.lib.format.open_memmap(

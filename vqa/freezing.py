@@ -1,9 +1,10 @@
 """Freezing by component: a freeze spec from the config becomes `requires_grad` flags and a parameter table.
 
 Components of `VQAModel`:
-- `text_encoder`: the DistilBERT question encoder.
-- `image_encoder`: the ViT image encoder.
-- `projections`: the linear projections (and their LayerNorms) into the decoder width, and modality embeddings.
+- `text_encoder`: the question encoder (DistilBERT by default).
+- `image_encoder`: the image encoder (ViT by default).
+- `projections`: everything the model adds between encoders and decoder: the fusion module (its projections into
+  the decoder width, their LayerNorms, modality embeddings, any parameters of a custom fusion) and BOS conditioning.
 - `cross_attention`: GPT-2's cross-attention layers and their LayerNorms (`crossattention`, `ln_cross_attn`).
 - `decoder`: the rest of GPT-2: embeddings, self-attention, MLPs, final LayerNorm and the (tied) LM head.
 """

@@ -16,7 +16,7 @@ import torch
 from PIL.Image import Image
 from safetensors import SafetensorError
 
-from vqa.attention import Head, Layer, evaluation_mode, explain
+from vqa.attention import Head, Layer, evaluation_mode, explain, map_refusal
 from vqa.errors import ArgumentParser, CheckpointError, exit_on_user_error, exit_with, one_line
 from vqa.modeling import VQAModel, labels_from_answers
 from vqa.processing import ANSWER_TOKENIZER_DIR, PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, VQAProcessor
@@ -133,13 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    if model.config.fusion != "tokens" or model.config.inputs != "both":
+    refusal = map_refusal(model)
+    if refusal is not None:
         # Blind baselines and pooled fusion have no per-token map over question and image: answers only.
         if args.attention_map:
-            exit_with(
-                f"--attention-map: the checkpoint has fusion={model.config.fusion!r}, inputs={model.config.inputs!r}; "
-                "attention maps need fusion='tokens' and inputs='both'"
-            )
+            exit_with(f"--attention-map: {refusal}")
         maps = None
         answer = top_answers(model, processor, image, args.question, k=1)[0][0]
     else:

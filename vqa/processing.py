@@ -205,7 +205,7 @@ class VQACollator:
         with_labels: False to leave labels out; rows without an answer (test splits) never get them.
         features: cached encoder outputs by component (`vqa.feature_cache.build_lookups`): with `text_encoder`,
             batches carry `question_features` instead of `input_ids`; with `image_encoder`, `image_features`
-            (N, 1 + P, Hv) of the distinct images instead of `pixel_values`, and no image is decoded.
+            (N, I, Hv) of the distinct images instead of `pixel_values`, and no image is decoded.
         inputs: the model's `config.inputs`; with `"question_only"` no image is read at all.
         distinct_questions: False gives one question row per example and no `question_index`.
     """

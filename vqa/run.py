@@ -138,6 +138,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         eval_dataset=for_training(splits[cfg.eval_split]),
         data_collator=collator,
         processor=processor,
+        objective=build(cfg.objective) if cfg.get("objective") else None,
         group_by_image=cfg.trainer.group_by_image,
         questions_per_image=cfg.trainer.questions_per_image,
         num_beams=cfg.trainer.num_beams,

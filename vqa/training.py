@@ -25,25 +25,20 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vqa.baselines import PRIOR_GROUPINGS
 from vqa.checkpoints import mark_complete
-from vqa.configuration import FUSIONS, INPUTS
+from vqa.configuration import INPUTS
+from vqa.encoder_inputs import ENCODER_INPUT_NAMES
 from vqa.errors import ConfigError
 from vqa.freezing import resolve_freeze
+from vqa.fusion import fusion_class
 from vqa.metrics import ScoredQuestion, vqa_accuracy
+from vqa.objectives import AnswerCrossEntropy, Objective
 from vqa.processing import UNDECODABLE_IMAGES, VQAProcessor
 from vqa.sampling import ImageGroupedSampler
 
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "validation", "test")  # what every `data` target returns
-GENERATION_INPUTS = (
-    "input_ids",
-    "attention_mask",
-    "pixel_values",
-    "image_index",
-    "question_index",
-    "question_features",
-    "image_features",
-)
+GENERATION_INPUTS = ENCODER_INPUT_NAMES  # the batch keys that `generate` reads
 
 # This codebase's own settings with a type that a wrong value would not reveal until late (trainer.args are checked
 # against TrainingArguments' own annotations).
@@ -74,8 +69,10 @@ def validate_config(cfg: DictConfig) -> None:
         )
     except ValueError as error:
         raise ConfigError(f"model.{error}") from None
-    if cfg.model.fusion not in FUSIONS:
-        raise ConfigError(f"model.fusion: got {cfg.model.fusion!r}, expected one of {', '.join(FUSIONS)}")
+    try:
+        fusion_class(cfg.model.fusion)
+    except ValueError as error:
+        raise ConfigError(f"model.{error}") from None
     if cfg.model.get("inputs", "both") not in INPUTS:
         raise ConfigError(f"model.inputs: got {cfg.model.inputs!r}, expected one of {', '.join(INPUTS)}")
     # keys(): `in` on a DictConfig is False for a missing (???) value.
@@ -246,6 +243,7 @@ class VQATrainer(Trainer):
 
     Args:
         processor: decodes generated answers for the metric.
+        objective: what training minimises (`vqa.objectives`; the answer cross-entropy by default).
         group_by_image: sample the questions of an image together (see `ImageGroupedSampler`).
         questions_per_image: the largest such group (None: all of an image's questions).
         num_beams: 1 for greedy decoding during evaluation.
@@ -255,6 +253,7 @@ class VQATrainer(Trainer):
         self,
         *args: Any,
         processor: VQAProcessor,
+        objective: Objective | None = None,
         group_by_image: bool = True,
         questions_per_image: int | None = None,
         num_beams: int = 1,
@@ -262,6 +261,7 @@ class VQATrainer(Trainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.processor = processor
+        self.objective = objective or AnswerCrossEntropy()
         self.group_by_image = group_by_image
         self.questions_per_image = questions_per_image
         self.num_beams = num_beams
@@ -278,9 +278,20 @@ class VQATrainer(Trainer):
         if count is not None:
             self.undecodable_images += int(count.sum())
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        """The configured objective's loss. Like the Trainer's own: a loss divided by the token count of all ranks
+        is multiplied by the number of ranks, because DDP averages the ranks' gradients."""
         self._count_undecodable(inputs)
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        loss, outputs = self.objective(model, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's checkpoint, then its manifest (`vqa.checkpoints.mark_complete`), then the rotation of old
