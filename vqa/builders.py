@@ -31,6 +31,7 @@ def tiny_model_and_processor(
     modality_embeddings: bool = True,
     vision_conv_stem: bool = True,
     conditioned_bos: bool = True,
+    cross_attention_gate: bool = False,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
     processor = VQAProcessor.train_tiny(
@@ -58,6 +59,7 @@ def tiny_model_and_processor(
         modality_embeddings=modality_embeddings,
         vision_conv_stem=vision_conv_stem,
         conditioned_bos=conditioned_bos,
+        cross_attention_gate=cross_attention_gate,
         max_answer_tokens=max_answer_length,
     )
     return VQAModel(config), processor
@@ -75,6 +77,7 @@ def pretrained_model_and_processor(
     max_answer_length: int = 8,
     projection_layer_norm: bool = True,
     modality_embeddings: bool = True,
+    cross_attention_gate: bool = False,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
 
@@ -90,6 +93,7 @@ def pretrained_model_and_processor(
         freeze=freeze,
         projection_layer_norm=projection_layer_norm,
         modality_embeddings=modality_embeddings,
+        cross_attention_gate=cross_attention_gate,
         max_answer_tokens=max_answer_length,
     )
     processor = VQAProcessor.from_pretrained_components(

@@ -28,6 +28,8 @@ class VQAConfig(PretrainedConfig):
         conditioned_bos: add a learned map (zero at init) of the mean fused encoder state to GPT-2's BOS embedding,
             so the decoder's first queries already depend on the question and image. Without it, the first
             layer's cross-attention query is the same for every example.
+        cross_attention_gate: multiply each GPT-2 block's cross-attention output by tanh(g), a learned scalar per
+            block initialised at zero (Flamingo), so the decoder starts as the language model it was (`vqa.gates`).
         inputs: the modalities the decoder reads: `"both"`, or a blind baseline: `"question_only"` (the image
             encoder is not run and no image key enters the cross-attention) or `"image_only"` (likewise for the
             question). The weights of the left-out encoder stay in the model, untrained, so checkpoints load across.
@@ -53,6 +55,7 @@ class VQAConfig(PretrainedConfig):
         modality_embeddings: bool = True,
         vision_conv_stem: bool = False,
         conditioned_bos: bool = False,
+        cross_attention_gate: bool = False,
         inputs: Inputs = "both",
         freeze: str | list[str] = "nothing",
         max_answer_tokens: int = 8,
@@ -80,6 +83,7 @@ class VQAConfig(PretrainedConfig):
         self.modality_embeddings = modality_embeddings
         self.vision_conv_stem = vision_conv_stem
         self.conditioned_bos = conditioned_bos
+        self.cross_attention_gate = cross_attention_gate
         self.inputs = inputs
         self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
         self.max_answer_tokens = max_answer_tokens

@@ -31,6 +31,7 @@ from vqa.encoders import (
 )
 from vqa.freezing import apply_freeze, parameter_table, resolve_freeze
 from vqa.fusion import FusedSequence, fusion_class, masked_mean, repeat_rows
+from vqa.gates import install_cross_attention_gates
 from vqa.objectives import answer_cross_entropy
 
 # Checkpoints written before the fusion became its own module kept its parameters at the top level.
@@ -80,6 +81,8 @@ class VQAModel(PreTrainedModel):
         self.image_encoder = build_encoder(config.vision_config)
         conv_stem = install_conv_stem(self.image_encoder) if config.vision_conv_stem else None
         self.decoder = GPT2LMHeadModel(config.decoder_config)
+        if config.cross_attention_gate:
+            install_cross_attention_gates(self.decoder)
         self.fusion = fusion_class(config.fusion)(config)
         decoder_width = config.decoder_config.n_embd
         self.bos_conditioning = nn.Linear(decoder_width, decoder_width) if config.conditioned_bos else None
@@ -169,6 +172,8 @@ class VQAModel(PreTrainedModel):
         if decoder_model.config.pad_token_id is None:
             # GPT-2 has no pad token; padded positions are masked and labelled -100, so EOS can stand in.
             decoder_model.config.pad_token_id = decoder_model.config.eos_token_id
+        if config_kwargs.get("cross_attention_gate"):
+            install_cross_attention_gates(decoder_model)
         config = VQAConfig(
             text_config=text_model.config,
             vision_config=image_model.config,

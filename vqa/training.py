@@ -30,6 +30,7 @@ from vqa.encoder_inputs import ENCODER_INPUT_NAMES
 from vqa.errors import ConfigError
 from vqa.freezing import resolve_freeze
 from vqa.fusion import fusion_class
+from vqa.gates import gate_values
 from vqa.metrics import ScoredQuestion, vqa_accuracy
 from vqa.objectives import AnswerCrossEntropy, Objective
 from vqa.processing import UNDECODABLE_IMAGES, VQAProcessor
@@ -322,6 +323,8 @@ class VQATrainer(Trainer):
         accuracy can be plotted against wall time (time to accuracy); a resumed run counts from its restart."""
         if self.train_start is not None:
             logs = {**logs, "elapsed_seconds": round(time.perf_counter() - self.train_start, 1)}
+        if "loss" in logs:  # a training log entry: also where the cross-attention gates stand (if any)
+            logs = {**logs, **gate_values(self.accelerator.unwrap_model(self.model).decoder)}
         super().log(logs, *args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler | None:
