@@ -56,3 +56,22 @@ def test_assembled_model_round_trips(component_folders: dict[str, Path], tmp_pat
     batch = make_batch()
     torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
     assert loaded.config.fusion == "pooled"
+
+
+def test_adapters_go_onto_the_pretrained_weights(component_folders: dict[str, Path]) -> None:
+    model = VQAModel.from_pretrained_components(
+        component_folders["text"],
+        component_folders["image"],
+        component_folders["decoder"],
+        lora={"targets": ["text_encoder", "decoder"], "r": 2},
+        cross_attention_gate=True,
+    )
+    reference = DistilBertModel.from_pretrained(component_folders["text"])
+    layer = model.text_encoder.transformer.layer[0].attention.q_lin
+    assert torch.equal(layer.base_layer.weight, reference.transformer.layer[0].attention.q_lin.weight)
+    assert not layer.base_layer.weight.requires_grad and layer.lora_A["default"].weight.requires_grad
+    assert model.config.lora["targets"] == ["text_encoder", "decoder"] and hasattr(
+        model.decoder.transformer.h[0].crossattention, "gate"
+    )
+    output = model(**make_batch())
+    assert torch.isfinite(output.loss)

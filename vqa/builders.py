@@ -5,6 +5,8 @@ Each returns `(VQAModel, VQAProcessor)` with matching vocabularies and special-t
 
 from __future__ import annotations
 
+from typing import Any
+
 from datasets import Dataset
 
 from vqa.configuration import VQAConfig
@@ -32,6 +34,7 @@ def tiny_model_and_processor(
     vision_conv_stem: bool = True,
     conditioned_bos: bool = True,
     cross_attention_gate: bool = False,
+    lora: dict[str, Any] | None = None,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
     processor = VQAProcessor.train_tiny(
@@ -60,6 +63,7 @@ def tiny_model_and_processor(
         vision_conv_stem=vision_conv_stem,
         conditioned_bos=conditioned_bos,
         cross_attention_gate=cross_attention_gate,
+        lora=lora,
         max_answer_tokens=max_answer_length,
     )
     return VQAModel(config), processor
@@ -78,6 +82,7 @@ def pretrained_model_and_processor(
     projection_layer_norm: bool = True,
     modality_embeddings: bool = True,
     cross_attention_gate: bool = False,
+    lora: dict[str, Any] | None = None,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
 
@@ -94,6 +99,7 @@ def pretrained_model_and_processor(
         projection_layer_norm=projection_layer_norm,
         modality_embeddings=modality_embeddings,
         cross_attention_gate=cross_attention_gate,
+        lora=lora,
         max_answer_tokens=max_answer_length,
     )
     processor = VQAProcessor.from_pretrained_components(

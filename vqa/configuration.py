@@ -30,6 +30,8 @@ class VQAConfig(PretrainedConfig):
             layer's cross-attention query is the same for every example.
         cross_attention_gate: multiply each GPT-2 block's cross-attention output by tanh(g), a learned scalar per
             block initialised at zero (Flamingo), so the decoder starts as the language model it was (`vqa.gates`).
+        lora: LoRA adapters through peft, `{"targets": [component, ...], "r": 8, "alpha": 16, "dropout": 0.0}` with
+            components among decoder, cross_attention, text_encoder, image_encoder (`vqa.lora`); None: none.
         inputs: the modalities the decoder reads: `"both"`, or a blind baseline: `"question_only"` (the image
             encoder is not run and no image key enters the cross-attention) or `"image_only"` (likewise for the
             question). The weights of the left-out encoder stay in the model, untrained, so checkpoints load across.
@@ -56,6 +58,7 @@ class VQAConfig(PretrainedConfig):
         vision_conv_stem: bool = False,
         conditioned_bos: bool = False,
         cross_attention_gate: bool = False,
+        lora: dict[str, Any] | None = None,
         inputs: Inputs = "both",
         freeze: str | list[str] = "nothing",
         max_answer_tokens: int = 8,
@@ -63,6 +66,7 @@ class VQAConfig(PretrainedConfig):
     ) -> None:
         from vqa.encoders import as_sub_config, check_image_encoder, check_text_encoder
         from vqa.fusion import fusion_class
+        from vqa.lora import lora_settings
 
         try:
             fusion_class(fusion)  # an unknown name fails here, before any weights are built
@@ -84,6 +88,7 @@ class VQAConfig(PretrainedConfig):
         self.vision_conv_stem = vision_conv_stem
         self.conditioned_bos = conditioned_bos
         self.cross_attention_gate = cross_attention_gate
+        self.lora = lora_settings(lora)
         self.inputs = inputs
         self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
         self.max_answer_tokens = max_answer_tokens

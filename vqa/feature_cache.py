@@ -250,12 +250,17 @@ def build_lookups(
     dtype: str = "float16",
     batch_size: int = 256,
 ) -> dict[str, FeatureLookup]:
-    """Stores for each frozen encoder that `model` runs, over `splits`: {"text_encoder": ..., "image_encoder": ...}."""
+    """Stores for each frozen encoder that `model` runs, over `splits`: {"text_encoder": ..., "image_encoder": ...}.
+
+    An encoder with LoRA adapters is left out (its output changes as the adapters train): it runs every step.
+    """
     splits = list(splits)
+    for component in sorted(model.adapted_components & model.frozen_components & set(CACHEABLE)):
+        logger.info("feature cache: not used for %s, which has LoRA adapters (model.lora.targets)", component)
     return {
         component: FeatureLookup(
             [build_store(model, processor, component, split, cache_dir, dtype, batch_size) for split in splits]
         )
         for component in CACHEABLE
-        if component in model.frozen_components and component in model.active_encoders
+        if component in model.frozen_components - model.adapted_components and component in model.active_encoders
     }

@@ -29,6 +29,7 @@ FREEZE_PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 _CROSS_ATTENTION_MARKERS = ("crossattention", "ln_cross_attn")
+ADAPTER_MARKER = ".lora_"  # in the names of LoRA adapter parameters (`...c_attn.lora_A.default.weight`, vqa.lora)
 
 
 def resolve_freeze(spec: str | Iterable[str] | None) -> frozenset[str]:
@@ -68,10 +69,16 @@ def component_of(parameter_name: str) -> str:
     return "projections"
 
 
-def apply_freeze(model: nn.Module, frozen: frozenset[str]) -> None:
-    """Set `requires_grad` on every parameter of `model` from the set of frozen components."""
+def apply_freeze(model: nn.Module, frozen: frozenset[str], adapted: frozenset[str] = frozenset()) -> None:
+    """Set `requires_grad` on every parameter of `model` from the set of frozen components; a component with LoRA
+    adapters (`adapted`) keeps its own weights frozen and trains its adapters, frozen or not."""
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(component_of(name) not in frozen)
+        component = component_of(name)
+        parameter.requires_grad_(is_adapter(name) or (component not in frozen and component not in adapted))
+
+
+def is_adapter(parameter_name: str) -> bool:
+    return ADAPTER_MARKER in parameter_name
 
 
 def parameter_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -89,7 +96,17 @@ def parameter_table(model: nn.Module) -> str:
     """A plain-text table of trainable and total parameters per component, with a total row."""
     counts = parameter_counts(model)
     rows = [(component, trainable, total) for component, (trainable, total) in counts.items()]
-    rows.append(("total", sum(row[1] for row in rows), sum(row[2] for row in rows)))
+    total = ("total", sum(row[1] for row in rows), sum(row[2] for row in rows))
+    adapters = [(name, parameter) for name, parameter in model.named_parameters() if is_adapter(name)]
+    if adapters:  # counted in their components' rows too
+        rows.append(
+            (
+                "  of which LoRA",
+                sum(parameter.numel() for _, parameter in adapters if parameter.requires_grad),
+                sum(parameter.numel() for _, parameter in adapters),
+            )
+        )
+    rows.append(total)
     lines = [f"{'component':<16}{'trainable':>14}{'total':>14}"]
     lines += [f"{name:<16}{trainable:>14,}{total:>14,}" for name, trainable, total in rows]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from vqa.encoders import (
 from vqa.freezing import apply_freeze, parameter_table, resolve_freeze
 from vqa.fusion import FusedSequence, fusion_class, masked_mean, repeat_rows
 from vqa.gates import install_cross_attention_gates
+from vqa.lora import add_adapters, lora_settings, merge_adapters
 from vqa.objectives import answer_cross_entropy
 
 # Checkpoints written before the fusion became its own module kept its parameters at the top level.
@@ -87,6 +88,7 @@ class VQAModel(PreTrainedModel):
         decoder_width = config.decoder_config.n_embd
         self.bos_conditioning = nn.Linear(decoder_width, decoder_width) if config.conditioned_bos else None
         self.frozen_components = resolve_freeze(config.freeze)
+        self.adapted_components = frozenset(config.lora["targets"] if config.lora else ())
         self.post_init()
         if self.bos_conditioning is not None:
             # Zero at init: the decoder starts exactly as without it (a pretrained GPT-2 is not disturbed).
@@ -94,6 +96,8 @@ class VQAModel(PreTrainedModel):
             nn.init.zeros_(self.bos_conditioning.bias)
         if conv_stem is not None:
             conv_stem.he_init()  # after post_init, which would give it the encoder's init
+        if config.lora:
+            add_adapters(self, config.lora)
         self.apply_freeze()
 
     @property
@@ -102,24 +106,13 @@ class VQAModel(PreTrainedModel):
         left_out = {"question_only": "image_encoder", "image_only": "text_encoder"}.get(self.config.inputs)
         return tuple(name for name in ("text_encoder", "image_encoder") if name != left_out)
 
-    @property
-    def unused_parameters(self) -> list[nn.Parameter]:
-        """Parameters that never get a gradient: those of the encoder and projection of the modality that
-        `config.inputs` leaves out, and the parts of an encoder that its `last_hidden_state` skips."""
-        modules = []
-        for name, modality in (("text_encoder", "text"), ("image_encoder", "image")):
-            if name not in self.active_encoders:
-                modules += [getattr(self, name), *self.fusion.projections_of(modality)]
-        skipped = unused_parameters(self.text_encoder) + unused_parameters(self.image_encoder)
-        return [parameter for module in modules for parameter in module.parameters()] + skipped
-
     def apply_freeze(self) -> None:
         """`requires_grad` from `config.freeze`, and off for the unused parameters (DDP rejects trainable
         parameters that get no gradient, and the optimizer should not decay them)."""
         if self.config.inputs not in INPUTS:  # from_pretrained(..., inputs=...) bypasses VQAConfig's own check
             raise ValueError(f"VQAConfig.inputs: got {self.config.inputs!r}, expected one of {', '.join(INPUTS)}")
-        apply_freeze(self, self.frozen_components)
-        for parameter in self.unused_parameters:
+        apply_freeze(self, self.frozen_components, self.adapted_components)
+        for parameter in parameters_without_gradient(self):
             parameter.requires_grad_(False)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -174,6 +167,7 @@ class VQAModel(PreTrainedModel):
             decoder_model.config.pad_token_id = decoder_model.config.eos_token_id
         if config_kwargs.get("cross_attention_gate"):
             install_cross_attention_gates(decoder_model)
+        lora = config_kwargs.pop("lora", None)
         config = VQAConfig(
             text_config=text_model.config,
             vision_config=image_model.config,
@@ -186,8 +180,20 @@ class VQAModel(PreTrainedModel):
         model.text_encoder = text_model
         model.image_encoder = image_model
         model.decoder = decoder_model
+        model.config.lora = lora_settings(lora)  # the adapters go onto the pretrained weights
+        model.adapted_components = frozenset(model.config.lora["targets"] if model.config.lora else ())
+        if model.config.lora:
+            add_adapters(model, model.config.lora)
         model.apply_freeze()
         return model
+
+    def merge_lora(self) -> int:
+        """Fold the LoRA adapters into their weights (for inference) and drop them: the model then saves and loads
+        as one without adapters. Returns the number of merged layers."""
+        merged = merge_adapters(self)
+        self.config.lora, self.adapted_components = None, frozenset()
+        self.apply_freeze()
+        return merged
 
     def parameter_table(self) -> str:
         """Trainable and total parameters per component, as a printable table."""
@@ -197,15 +203,17 @@ class VQAModel(PreTrainedModel):
         """Like `nn.Module.train`, but frozen encoders (and a wholly frozen decoder) stay in eval mode."""
         super().train(mode)
         for name in ("text_encoder", "image_encoder"):
-            if name in self.frozen_components:
+            if name in self.frozen_components - self.adapted_components:
                 getattr(self, name).eval()
         if {"decoder", "cross_attention"} <= self.frozen_components:
             self.decoder.eval()
         return self
 
     def _encoder_context(self, component: str) -> torch.autograd.grad_mode._NoParamDecoratorContextManager:
-        # A frozen encoder needs no autograd graph: this saves its activations' memory and the backward pass.
-        return torch.no_grad() if component in self.frozen_components else torch.enable_grad()
+        # A frozen encoder needs no autograd graph (unless its adapters train): this saves its activations' memory
+        # and the backward pass.
+        without_grad = component in self.frozen_components - self.adapted_components
+        return torch.no_grad() if without_grad else torch.enable_grad()
 
     def encode(self, inputs: EncoderInputs) -> FusedSequence:
         """Run the encoders (or take their cached outputs) and fuse them into the decoder's cross-attention keys.
@@ -266,7 +274,7 @@ class VQAModel(PreTrainedModel):
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=fused.hidden_states,
             encoder_attention_mask=fused.attention_mask,
-            past_key_values=self._shared_cross_attention_cache(fused),
+            past_key_values=shared_cross_attention_cache(self.decoder, fused),
             output_attentions=output_attentions,
             use_cache=False,
         )
@@ -279,13 +287,6 @@ class VQAModel(PreTrainedModel):
             encoder_attention_mask=fused.attention_mask,
             encoder_segments=fused.segments,
         )
-
-    def _shared_cross_attention_cache(self, fused: FusedSequence) -> EncoderDecoderCache | None:
-        """GPT-2's cross-attention keys and values with each distinct question's and image's computed once; None
-        when the fusion gives no shared rows or every example has its own (see `shared_cross_attention_cache`)."""
-        if fused.shared_rows is None or all(index is None for _, index in fused.shared_rows):
-            return None
-        return shared_cross_attention_cache(self.decoder, fused.shared_rows)
 
     def decoder_embeddings(self, decoder_input_ids: torch.LongTensor, fused: FusedSequence) -> torch.FloatTensor:
         """GPT-2 token embeddings (B, T, Hd) of `decoder_input_ids`; with `conditioned_bos`, position 0 (BOS) also
@@ -355,23 +356,32 @@ class VQAModel(PreTrainedModel):
         return answers.masked_fill(after_first_eos, config.pad_token_id)
 
 
-def shared_cross_attention_cache(
-    decoder: GPT2LMHeadModel, shared_rows: list[tuple[torch.FloatTensor, torch.LongTensor | None]]
-) -> EncoderDecoderCache:
-    """GPT-2's cross-attention keys and values, with each distinct question's and image's computed once.
+def parameters_without_gradient(model: VQAModel) -> list[nn.Parameter]:
+    """Parameters that never get a gradient: those of the encoder and projection of the modality that
+    `config.inputs` leaves out, and the parts of an encoder that its `last_hidden_state` skips."""
+    modules = []
+    for name, modality in (("text_encoder", "text"), ("image_encoder", "image")):
+        if name not in model.active_encoders:
+            modules += [getattr(model, name), *model.fusion.projections_of(modality)]
+    skipped = unused_parameters(model.text_encoder) + unused_parameters(model.image_encoder)
+    return [parameter for module in modules for parameter in module.parameters()] + skipped
+
+
+def shared_cross_attention_cache(decoder: GPT2LMHeadModel, fused: FusedSequence) -> EncoderDecoderCache | None:
+    """GPT-2's cross-attention keys and values, with each distinct question's and image's computed once; None when
+    the fusion gives no shared rows (`FusedSequence.shared_rows`) or every example has its own.
 
     Each GPT-2 block projects the fused sequence to keys and values (`c_attn`), position by position; over the
     B x I repeated image positions of an image-grouped batch that projection dominates training time. It is applied
     here to the distinct rows only, then repeated, and GPT-2 reads the result as an already-filled cross-attention
     cache (as in generation, where it is filled once per answer). Gradients flow through it.
 
-    Args:
-        shared_rows: per segment in fused order, the (M or N, L, Hd) distinct rows and the (B,) index that
-            repeats them (None: one row per example already); see `FusedSequence`.
-
     Returns:
         a cache whose cross-attention part holds, per layer, (B, heads, S, head_dim) keys and values.
     """
+    shared_rows = fused.shared_rows
+    if shared_rows is None or all(index is None for _, index in shared_rows):
+        return None
     cross_attention = DynamicCache()
     for layer, block in enumerate(decoder.transformer.h):
         attention = block.crossattention

@@ -31,6 +31,7 @@ from vqa.errors import ConfigError
 from vqa.freezing import resolve_freeze
 from vqa.fusion import fusion_class
 from vqa.gates import gate_values
+from vqa.lora import lora_settings
 from vqa.metrics import ScoredQuestion, vqa_accuracy
 from vqa.objectives import AnswerCrossEntropy, Objective
 from vqa.processing import UNDECODABLE_IMAGES, VQAProcessor
@@ -72,6 +73,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.{error}") from None
     try:
         fusion_class(cfg.model.fusion)
+        lora_settings(OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None)
     except ValueError as error:
         raise ConfigError(f"model.{error}") from None
     if cfg.model.get("inputs", "both") not in INPUTS:
