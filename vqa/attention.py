@@ -9,9 +9,12 @@ ViT may gather the image into a few patch tokens). The rollout follows the atten
 both encoders to the input words and input patches.
 
 Maps need a fusion whose sequence has a `question` and an `image` segment (`vqa.fusion.FusedSequence`), as the
-token fusion's has. Shapes: L decoder layers, H heads, T generated tokens (the answer's tokens, then EOS), Lq
-question tokens ([CLS] and [SEP] included, padding removed), C the image encoder's prefix tokens (ViT's CLS; 2 for
-DeiT, none for SigLIP), P = rows x cols image patches, S = Lq + C + P.
+token fusion and the resampler give; a resampler's K image keys are mapped back to the encoder positions through
+its `image_sources`, so weights and rollout are always over the encoder's positions.
+
+Shapes: L decoder layers, H heads, T generated tokens (the answer's tokens, then EOS), Lq question tokens ([CLS] and
+[SEP] included, padding removed), C the image encoder's prefix tokens (ViT's CLS; 2 for DeiT, none for SigLIP),
+P = rows x cols image patches, S = Lq + C + P.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Literal
 import torch
 from PIL.Image import Image
 
+from vqa.encoder_inputs import EncoderInputs
 from vqa.encoders import patch_grid
 from vqa.fusion import segment_slices
 from vqa.modeling import VQAModel, labels_from_answers
@@ -211,26 +215,28 @@ def explain_batch(
             )
             pixel_values = batch["pixel_values"].to(model.image_encoder.dtype)
             image = model.image_encoder(pixel_values=pixel_values, output_attentions=True)
-            output = model(
+            features = EncoderInputs(
                 attention_mask=batch["attention_mask"],
                 question_features=text.last_hidden_state,
                 image_features=image.last_hidden_state,
-                labels=labels,
-                output_attentions=True,
             )
+            output = model(**features.as_kwargs(), labels=labels, output_attentions=True)
+            # A fusion whose image keys are not the encoder positions (a resampler) says how they map back.
+            image_sources = model.encode(features).image_sources  # (B, K, I) or None
     segments = segment_slices(output.encoder_segments)
     cross = _stacked(output.cross_attentions)  # (B, L, H, N, Lq_max + C + P)
     decoder_self = _stacked(output.decoder_attentions)  # (B, L, H, N, N)
     text_self, image_self = _stacked(text.attentions), _stacked(image.attentions)  # (B, Lt, H, Lq_max, Lq_max) ...
     rows, cols = patch_grid(model.config.vision_config, *pixel_values.shape[-2:])
     question_length = segments["question"].stop
-    image_prefix = segments["image"].stop - segments["image"].start - rows * cols
+    image_positions = image.last_hidden_state.shape[1]
+    image_prefix = image_positions - rows * cols
     if image_prefix < 0:
         raise ValueError(
-            f"image encoder gave {segments['image'].stop - segments['image'].start} positions, fewer than the "
-            f"{rows}x{cols} patches of a {tuple(pixel_values.shape[-2:])} image with patch_size "
-            f"{model.config.vision_config.patch_size}"
+            f"image encoder gave {image_positions} positions, fewer than the {rows}x{cols} patches of a "
+            f"{tuple(pixel_values.shape[-2:])} image with patch_size {model.config.vision_config.patch_size}"
         )
+    image_sources = None if image_sources is None else image_sources.float().cpu()
     answers = processor.decode_answers(answer_ids)
     attention_mask, input_ids, labels = batch["attention_mask"].cpu(), batch["input_ids"].cpu(), labels.cpu()
     items = []
@@ -238,12 +244,14 @@ def explain_batch(
         steps = int((labels[row] != -100).sum())
         question_positions = attention_mask[row].nonzero().squeeze(1)  # padding dropped
         keep = torch.cat([question_positions, torch.arange(question_length, cross.shape[-1])])
-        weights = cross[row, :, :, :steps]  # (L, H, T, S_max)
-        to_outputs = decoder_rollout(decoder_self[row, :, :, :steps, :steps], weights)[:, keep]  # (T, S)
+        num_question = len(question_positions)
+        to_image = None if image_sources is None else image_sources[row]  # (K, I): image keys -> encoder positions
+        weights = _to_encoder_positions(cross[row, :, :, :steps][..., keep], num_question, to_image)  # (L, H, T, S)
+        to_outputs = decoder_rollout(decoder_self[row, :, :, :steps, :steps], cross[row, :, :, :steps])[:, keep]
+        to_outputs = _to_encoder_positions(to_outputs, num_question, to_image)  # (T, S)
         # Through each encoder to its inputs; both maps are row-stochastic, so rows still sum to 1.
         text_rollout = encoder_rollout(text_self[row])[question_positions][:, question_positions]  # (Lq, Lq)
-        image_rollout = encoder_rollout(image_self[row])  # (1 + P, 1 + P)
-        num_question = len(question_positions)
+        image_rollout = encoder_rollout(image_self[row])  # (I, I)
         rollout = torch.cat(
             [to_outputs[:, :num_question] @ text_rollout, to_outputs[:, num_question:] @ image_rollout], dim=1
         )
@@ -257,13 +265,21 @@ def explain_batch(
                 ),
                 answer_tokens=[processor.answer_tokenizer.decode([token]) for token in answer_token_ids],
                 image=image,
-                weights=weights[..., keep],
+                weights=weights,
                 rollout=rollout,
                 grid=(rows, cols),
                 image_prefix=image_prefix,
             )
         )
     return items
+
+
+def _to_encoder_positions(attention: torch.Tensor, num_question: int, to_image: torch.Tensor | None) -> torch.Tensor:
+    """(..., Lq + K) attention over question and image keys -> (..., Lq + I) over question tokens and image-encoder
+    positions, through the (K, I) row-stochastic map `to_image` (unchanged when None: the keys are the positions)."""
+    if to_image is None:
+        return attention
+    return torch.cat([attention[..., :num_question], attention[..., num_question:] @ to_image], dim=-1)
 
 
 def _stacked(attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -34,6 +34,7 @@ def tiny_model_and_processor(
     vision_conv_stem: bool = True,
     conditioned_bos: bool = True,
     cross_attention_gate: bool = False,
+    resampler: dict[str, int] | None = None,
     lora: dict[str, Any] | None = None,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
@@ -63,6 +64,7 @@ def tiny_model_and_processor(
         vision_conv_stem=vision_conv_stem,
         conditioned_bos=conditioned_bos,
         cross_attention_gate=cross_attention_gate,
+        resampler=resampler,
         lora=lora,
         max_answer_tokens=max_answer_length,
     )
@@ -82,6 +84,7 @@ def pretrained_model_and_processor(
     projection_layer_norm: bool = True,
     modality_embeddings: bool = True,
     cross_attention_gate: bool = False,
+    resampler: dict[str, int] | None = None,
     lora: dict[str, Any] | None = None,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
@@ -99,6 +102,7 @@ def pretrained_model_and_processor(
         projection_layer_norm=projection_layer_norm,
         modality_embeddings=modality_embeddings,
         cross_attention_gate=cross_attention_gate,
+        resampler=resampler,
         lora=lora,
         max_answer_tokens=max_answer_length,
     )

@@ -30,6 +30,7 @@ class VQAConfig(PretrainedConfig):
             layer's cross-attention query is the same for every example.
         cross_attention_gate: multiply each GPT-2 block's cross-attention output by tanh(g), a learned scalar per
             block initialised at zero (Flamingo), so the decoder starts as the language model it was (`vqa.gates`).
+        resampler: settings of `fusion="resampler"`, `{"latents": 32, "layers": 2, "heads": 4}` (`vqa.resampler`).
         lora: LoRA adapters through peft, `{"targets": [component, ...], "r": 8, "alpha": 16, "dropout": 0.0}` with
             components among decoder, cross_attention, text_encoder, image_encoder (`vqa.lora`); None: none.
         inputs: the modalities the decoder reads: `"both"`, or a blind baseline: `"question_only"` (the image
@@ -58,6 +59,7 @@ class VQAConfig(PretrainedConfig):
         vision_conv_stem: bool = False,
         conditioned_bos: bool = False,
         cross_attention_gate: bool = False,
+        resampler: dict[str, int] | None = None,
         lora: dict[str, Any] | None = None,
         inputs: Inputs = "both",
         freeze: str | list[str] = "nothing",
@@ -67,6 +69,7 @@ class VQAConfig(PretrainedConfig):
         from vqa.encoders import as_sub_config, check_image_encoder, check_text_encoder
         from vqa.fusion import fusion_class
         from vqa.lora import lora_settings
+        from vqa.resampler import resampler_settings
 
         try:
             fusion_class(fusion)  # an unknown name fails here, before any weights are built
@@ -88,6 +91,7 @@ class VQAConfig(PretrainedConfig):
         self.vision_conv_stem = vision_conv_stem
         self.conditioned_bos = conditioned_bos
         self.cross_attention_gate = cross_attention_gate
+        self.resampler = resampler_settings(resampler)
         self.lora = lora_settings(lora)
         self.inputs = inputs
         self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze

@@ -25,7 +25,11 @@ if TYPE_CHECKING:  # configuration.py imports this module to check `fusion`
 
 TEXT, IMAGE = 0, 1  # rows of the modality embedding
 # The short names a config may use for the fusions of this module.
-BUILT_IN_FUSIONS = {"tokens": "vqa.fusion.TokenFusion", "pooled": "vqa.fusion.PooledFusion"}
+BUILT_IN_FUSIONS = {
+    "tokens": "vqa.fusion.TokenFusion",
+    "pooled": "vqa.fusion.PooledFusion",
+    "resampler": "vqa.resampler.PerceiverResampler",
+}
 
 
 @dataclass
@@ -40,12 +44,16 @@ class FusedSequence:
         shared_rows: optional, per segment in order, the (M or N, length, Hd) distinct rows and the (B,) index that
             repeats them (None: one row per example). `VQAModel` then computes GPT-2's cross-attention keys and
             values once per distinct row, which is what makes image-grouped batches cheap.
+        image_sources: optional (B, K, I), for a fusion whose K image keys are not the image encoder's I positions
+            (a resampler): each row the share of each encoder position in that key, summing to 1. The attention
+            maps follow it back to the patches; None: the image keys are the encoder positions themselves.
     """
 
     hidden_states: torch.FloatTensor
     attention_mask: torch.LongTensor
     segments: list[tuple[str, int]]
     shared_rows: list[tuple[torch.FloatTensor, torch.LongTensor | None]] | None = None
+    image_sources: torch.FloatTensor | None = None
 
     def segment_slices(self) -> dict[str, slice]:
         """{name: slice of the S positions}."""

@@ -35,6 +35,7 @@ from vqa.lora import lora_settings
 from vqa.metrics import ScoredQuestion, vqa_accuracy
 from vqa.objectives import AnswerCrossEntropy, Objective
 from vqa.processing import UNDECODABLE_IMAGES, VQAProcessor
+from vqa.resampler import resampler_settings
 from vqa.sampling import ImageGroupedSampler
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def validate_config(cfg: DictConfig) -> None:
     try:
         fusion_class(cfg.model.fusion)
         lora_settings(OmegaConf.to_container(cfg.model.lora) if cfg.model.get("lora") is not None else None)
+        resampler_settings(OmegaConf.to_container(cfg.model.resampler) if cfg.model.get("resampler") else None)
     except ValueError as error:
         raise ConfigError(f"model.{error}") from None
     if cfg.model.get("inputs", "both") not in INPUTS:
