@@ -6,9 +6,9 @@ Each layer: the latents attend to the image tokens and to themselves (keys and v
 then an MLP, both residual. The question tokens pass as in the token fusion. Settings: `VQAConfig.resampler`
 (`model.resampler.latents`, `.layers`, `.heads`).
 
-Attention maps trace through it: `FusedSequence.image_sources` (B, K, I) is the rollout of the resampler's attention
-(heads averaged, residual counted as half, as in `vqa.attention.decoder_rollout`), the share of each image-encoder
-position in each latent.
+Attention maps trace through it: in eval mode, `FusedSequence.image_sources` (B, K, I) is the rollout of the
+resampler's attention (heads averaged, residual counted as half, as in `vqa.attention.decoder_rollout`), the share
+of each image-encoder position in each latent.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ class ResamplerLayer(nn.Module):
             nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
         )
 
-    def forward(self, latents: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> updated latents (N, K, Hd) and the attention weights (N, K, I + K), averaged over heads."""
+    def forward(self, latents: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> updated latents (N, K, Hd) and, in eval mode, the attention weights (N, K, I + K) averaged over heads
+        (training skips them: asking for weights takes attention off its fast path)."""
         queries = self.query_norm(latents)
         keys = self.key_norm(torch.cat([image, latents], dim=1))
-        attended, weights = self.attention(queries, keys, keys, need_weights=True, average_attn_weights=True)
+        attended, weights = self.attention(queries, keys, keys, need_weights=not self.training)
         latents = latents + attended
         return latents + self.mlp(latents), weights
 
@@ -91,7 +92,7 @@ class PerceiverResampler(TokenFusion):
             image_keys.new_ones(image_keys.shape[:2], dtype=torch.long),
             [("image", resampled.shape[1])],
             [(resampled, inputs.image_index)],
-            image_sources=repeat_rows(sources, inputs.image_index),
+            image_sources=None if sources is None else repeat_rows(sources, inputs.image_index),
         )
         if question is None:
             return fused
@@ -103,15 +104,19 @@ class PerceiverResampler(TokenFusion):
             image_sources=fused.image_sources,
         )
 
-    def resample(self, image: torch.FloatTensor) -> tuple[torch.FloatTensor, torch.FloatTensor]:
-        """(N, I, Hd) projected image tokens -> (N, K, Hd) latents and the (N, K, I) rollout of the attention."""
+    def resample(self, image: torch.FloatTensor) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
+        """(N, I, Hd) projected image tokens -> (N, K, Hd) latents and, in eval mode, the (N, K, I) rollout of the
+        attention (None in training mode)."""
         latents = self.latents.expand(image.shape[0], -1, -1)
         positions = image.shape[1]
         from_image = image.new_zeros(image.shape[0], latents.shape[1], positions)
         for layer in self.layers:
             latents, weights = layer(latents, image)
-            with torch.no_grad():  # the rollout is for reading, not training
-                on_image, on_latents = weights[..., :positions], weights[..., positions:]
-                from_image = 0.5 * from_image + 0.5 * (on_image + on_latents @ from_image)
+            if weights is not None:
+                with torch.no_grad():  # the rollout is for reading, not training
+                    on_image, on_latents = weights[..., :positions], weights[..., positions:]
+                    from_image = 0.5 * from_image + 0.5 * (on_image + on_latents @ from_image)
+        if self.training:
+            return self.output_norm(latents), None
         sources = from_image / from_image.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(from_image.dtype).tiny)
         return self.output_norm(latents), sources
