@@ -87,7 +87,7 @@ def test_a_new_fusion_is_one_class_and_one_config_value(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("concat", "got 'concat', expected one of tokens, pooled or the import path"),
+        ("concat", "got 'concat', expected one of tokens, pooled, resampler or the import path"),
         ("tests.test_fusion.Missing", "cannot import 'tests.test_fusion.Missing'"),
         ("tests.test_fusion.mask_of", "'tests.test_fusion.mask_of' is not a vqa.fusion.Fusion subclass"),
     ],
