@@ -33,7 +33,7 @@ def _apply_gate(module: nn.Module, args: Any, output: tuple[torch.Tensor, ...]) 
 def gate_values(decoder: GPT2LMHeadModel) -> dict[str, float]:
     """{`cross_attention_gate/<layer>`: tanh(gate)} for a gated decoder, {} otherwise (for the training log)."""
     return {
-        f"cross_attention_gate/{layer}": float(torch.tanh(getattr(block.crossattention, GATE)))
+        f"cross_attention_gate/{layer}": float(torch.tanh(getattr(block.crossattention, GATE).detach()))
         for layer, block in enumerate(decoder.transformer.h)
         if hasattr(block.crossattention, GATE)
     }
