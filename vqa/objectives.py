@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 Objective = Callable[[nn.Module, Mapping[str, torch.Tensor], int | torch.Tensor | None], tuple[torch.Tensor, Any]]
@@ -33,7 +34,9 @@ class AnswerCrossEntropy:
         num_items_in_batch: int | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
         labels = batch["labels"]
-        decoder_input_ids, decoder_attention_mask = unwrapped(model).decoder_inputs_from_labels(labels)
+        # The model inside DDP for its method; the forward pass goes through the wrapper (gradient synchronisation).
+        inner = extract_model_from_parallel(model)
+        decoder_input_ids, decoder_attention_mask = inner.decoder_inputs_from_labels(labels)
         inputs = {name: value for name, value in batch.items() if name != "labels"}
         outputs = model(**inputs, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
         return answer_cross_entropy(outputs.logits, labels, num_items_in_batch), outputs
@@ -54,10 +57,3 @@ def answer_cross_entropy(
     count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
     # clamp: a batch with no label tokens gives a zero loss rather than NaN.
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
-
-
-def unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside DDP / DataParallel wrappers (for its methods; the forward pass goes through the wrapper)."""
-    while isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-        model = model.module
-    return model
