@@ -262,5 +262,5 @@ def build_lookups(
             [build_store(model, processor, component, split, cache_dir, dtype, batch_size) for split in splits]
         )
         for component in CACHEABLE
-        if component in model.frozen_components - model.adapted_components and component in model.active_encoders
+        if component in model.fixed_components and component in model.active_encoders
     }

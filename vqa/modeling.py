@@ -88,7 +88,6 @@ class VQAModel(PreTrainedModel):
         decoder_width = config.decoder_config.n_embd
         self.bos_conditioning = nn.Linear(decoder_width, decoder_width) if config.conditioned_bos else None
         self.frozen_components = resolve_freeze(config.freeze)
-        self.adapted_components = frozenset(config.lora["targets"] if config.lora else ())
         self.post_init()
         if self.bos_conditioning is not None:
             # Zero at init: the decoder starts exactly as without it (a pretrained GPT-2 is not disturbed).
@@ -105,6 +104,16 @@ class VQAModel(PreTrainedModel):
         """The encoders that `config.inputs` runs: `text_encoder`, `image_encoder` or both."""
         left_out = {"question_only": "image_encoder", "image_only": "text_encoder"}.get(self.config.inputs)
         return tuple(name for name in ("text_encoder", "image_encoder") if name != left_out)
+
+    @property
+    def adapted_components(self) -> frozenset[str]:
+        """The components with LoRA adapters (`config.lora`)."""
+        return frozenset(self.config.lora["targets"] if self.config.lora else ())
+
+    @property
+    def fixed_components(self) -> frozenset[str]:
+        """Frozen components without adapters: they run in eval mode without autograd (and are cacheable)."""
+        return self.frozen_components - self.adapted_components
 
     def apply_freeze(self) -> None:
         """`requires_grad` from `config.freeze`, and off for the unused parameters (DDP rejects trainable
@@ -135,8 +144,7 @@ class VQAModel(PreTrainedModel):
         kwargs["key_mapping"] = {**LEGACY_KEYS, **(kwargs.get("key_mapping") or {})}
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
-        # transformers keeps the renamings a load used and reverses them on save; a legacy checkpoint loaded here
-        # is saved again under today's names.
+        # transformers keeps a used renaming and reverses it on save: drop ours, so old checkpoints re-save as new.
         conversions = getattr(model, "_weight_conversions", None)
         if conversions:
             model._weight_conversions = [
@@ -165,8 +173,6 @@ class VQAModel(PreTrainedModel):
         if decoder_model.config.pad_token_id is None:
             # GPT-2 has no pad token; padded positions are masked and labelled -100, so EOS can stand in.
             decoder_model.config.pad_token_id = decoder_model.config.eos_token_id
-        if config_kwargs.get("cross_attention_gate"):
-            install_cross_attention_gates(decoder_model)
         lora = config_kwargs.pop("lora", None)
         config = VQAConfig(
             text_config=text_model.config,
@@ -175,23 +181,25 @@ class VQAModel(PreTrainedModel):
             **config_kwargs,
         )
         model = cls(config)
+        # What __init__ installed on its own components goes onto the pretrained ones.
         if config.vision_conv_stem:
             install_conv_stem(image_model).he_init()
+        if config.cross_attention_gate:
+            install_cross_attention_gates(decoder_model)
         model.text_encoder = text_model
         model.image_encoder = image_model
         model.decoder = decoder_model
         model.config.lora = lora_settings(lora)  # the adapters go onto the pretrained weights
-        model.adapted_components = frozenset(model.config.lora["targets"] if model.config.lora else ())
         if model.config.lora:
             add_adapters(model, model.config.lora)
         model.apply_freeze()
         return model
 
     def merge_lora(self) -> int:
-        """Fold the LoRA adapters into their weights (for inference) and drop them: the model then saves and loads
-        as one without adapters. Returns the number of merged layers."""
+        """Fold the LoRA adapters into their weights for inference (it then saves as a plain model); returns how
+        many layers were merged."""
         merged = merge_adapters(self)
-        self.config.lora, self.adapted_components = None, frozenset()
+        self.config.lora = None
         self.apply_freeze()
         return merged
 
@@ -203,17 +211,15 @@ class VQAModel(PreTrainedModel):
         """Like `nn.Module.train`, but frozen encoders (and a wholly frozen decoder) stay in eval mode."""
         super().train(mode)
         for name in ("text_encoder", "image_encoder"):
-            if name in self.frozen_components - self.adapted_components:
+            if name in self.fixed_components:
                 getattr(self, name).eval()
-        if {"decoder", "cross_attention"} <= self.frozen_components:
+        if {"decoder", "cross_attention"} <= self.fixed_components:
             self.decoder.eval()
         return self
 
     def _encoder_context(self, component: str) -> torch.autograd.grad_mode._NoParamDecoratorContextManager:
-        # A frozen encoder needs no autograd graph (unless its adapters train): this saves its activations' memory
-        # and the backward pass.
-        without_grad = component in self.frozen_components - self.adapted_components
-        return torch.no_grad() if without_grad else torch.enable_grad()
+        # A fixed encoder needs no autograd graph: this saves its activations' memory and the backward pass.
+        return torch.no_grad() if component in self.fixed_components else torch.enable_grad()
 
     def encode(self, inputs: EncoderInputs) -> FusedSequence:
         """Run the encoders (or take their cached outputs) and fuse them into the decoder's cross-attention keys.
