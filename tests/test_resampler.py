@@ -58,7 +58,8 @@ def test_trains_a_step_saves_and_reloads(tmp_path: Path) -> None:
     model = resampler_model().train()
     batch = make_batch()
     model(**batch).loss.backward()
-    assert model.fusion.latents.grad is not None and model.fusion.layers[0].attention.in_proj_weight.grad is not None
+    resampler = model.fusion.resampler
+    assert resampler.latents.grad is not None and resampler.layers[0].attention.in_proj_weight.grad is not None
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     model.eval().save_pretrained(tmp_path)
     loaded = VQAModel.from_pretrained(tmp_path).eval()
@@ -69,8 +70,12 @@ def test_trains_a_step_saves_and_reloads(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("inputs", ["question_only", "image_only"])
 def test_blind_models_with_a_resampler(inputs: str) -> None:
-    output = resampler_model(inputs=inputs)(**make_batch())
+    model = resampler_model(inputs=inputs).train()
+    output = model(**make_batch())
     assert [name for name, _ in output.encoder_segments] == ["question" if inputs == "question_only" else "image"]
+    # What DDP needs: every trainable parameter gets a gradient (the resampler is untrained without images).
+    output.loss.backward()
+    assert [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
 def test_attention_maps_trace_through_the_latents_to_the_patches() -> None:

@@ -27,7 +27,6 @@ from typing import Literal
 import torch
 from PIL.Image import Image
 
-from vqa.encoder_inputs import EncoderInputs
 from vqa.encoders import patch_grid
 from vqa.fusion import segment_slices
 from vqa.modeling import VQAModel, labels_from_answers
@@ -215,14 +214,13 @@ def explain_batch(
             )
             pixel_values = batch["pixel_values"].to(model.image_encoder.dtype)
             image = model.image_encoder(pixel_values=pixel_values, output_attentions=True)
-            features = EncoderInputs(
+            output = model(
                 attention_mask=batch["attention_mask"],
                 question_features=text.last_hidden_state,
                 image_features=image.last_hidden_state,
+                labels=labels,
+                output_attentions=True,
             )
-            output = model(**features.as_kwargs(), labels=labels, output_attentions=True)
-            # A fusion whose image keys are not the encoder positions (a resampler) says how they map back.
-            image_sources = model.encode(features).image_sources  # (B, K, I) or None
     segments = segment_slices(output.encoder_segments)
     cross = _stacked(output.cross_attentions)  # (B, L, H, N, Lq_max + C + P)
     decoder_self = _stacked(output.decoder_attentions)  # (B, L, H, N, N)
@@ -236,7 +234,8 @@ def explain_batch(
             f"image encoder gave {image_positions} positions, fewer than the {rows}x{cols} patches of a "
             f"{tuple(pixel_values.shape[-2:])} image with patch_size {model.config.vision_config.patch_size}"
         )
-    image_sources = None if image_sources is None else image_sources.float().cpu()
+    # A fusion whose image keys are not the encoder positions (a resampler) says how they map back: (B, K, I).
+    image_sources = None if output.encoder_image_sources is None else output.encoder_image_sources.float().cpu()
     answers = processor.decode_answers(answer_ids)
     attention_mask, input_ids, labels = batch["attention_mask"].cpu(), batch["input_ids"].cpu(), labels.cpu()
     items = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from transformers import AutoConfig, DistilBertConfig, GPT2Config, PretrainedConfig, ViTConfig
@@ -167,3 +168,19 @@ def _as_config(value: PretrainedConfig | dict[str, Any] | None, config_class: ty
     if not isinstance(value, config_class):
         raise TypeError(f"expected a {config_class.__name__} or dict, got {type(value).__name__}")
     return value
+
+
+def checked_settings(
+    name: str, value: Mapping[str, Any], defaults: Mapping[str, Any], positive_integers: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A settings mapping (a dict, or Hydra's DictConfig) over `defaults`: unknown keys and non-positive integers
+    raise one-line ValueErrors naming `name.key`."""
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise ValueError(f"{name}: unknown key {unknown[0]!r}; expected {', '.join(defaults)}")
+    settings = {**defaults, **value}
+    for key in positive_integers:
+        number = settings[key]
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise ValueError(f"{name}.{key}: got {number!r}, expected a positive integer")
+    return settings

@@ -46,13 +46,5 @@ class EncoderInputs:
         """The bundle's fields out of a mapping (a batch, a function's arguments); other keys are left out."""
         return cls(**{name: mapping.get(name) for name in ENCODER_INPUT_NAMES})
 
-    def as_kwargs(self) -> dict[str, torch.Tensor]:
-        """The fields that are set, as keyword arguments for `VQAModel.forward` or `generate`."""
-        return {name: value for name in ENCODER_INPUT_NAMES if (value := getattr(self, name)) is not None}
-
-    def replace(self, **changes: torch.Tensor | None) -> EncoderInputs:
-        """A copy with some fields changed (e.g. live inputs swapped for cached features)."""
-        return dataclasses.replace(self, **changes)
-
 
 ENCODER_INPUT_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(EncoderInputs))

@@ -131,20 +131,29 @@ class TokenFusion(Fusion):
         image_states: torch.FloatTensor | None,
         inputs: EncoderInputs,
     ) -> FusedSequence:
-        parts, segments = [], []
+        parts, segments, image_sources = [], [], None
         if question_states is not None:
             parts.append((self._keys(self.text_projection(question_states), TEXT), inputs.question_index))
             segments.append(("question", question_states.shape[1]))
         if image_states is not None:
-            parts.append((self._keys(self.image_projection(image_states), IMAGE), inputs.image_index))
-            segments.append(("image", image_states.shape[1]))
+            image_keys, image_sources = self.image_keys(image_states)
+            parts.append((self._keys(image_keys, IMAGE), inputs.image_index))
+            segments.append(("image", image_keys.shape[1]))
         hidden_states = torch.cat([repeat_rows(keys, index) for keys, index in parts], dim=1)
         masks = []
         if question_states is not None:
             masks.append(repeat_rows(inputs.attention_mask, inputs.question_index))
         if image_states is not None:
-            masks.append(hidden_states.new_ones(hidden_states.shape[0], image_states.shape[1], dtype=torch.long))
-        return FusedSequence(hidden_states, torch.cat(masks, dim=1), segments, shared_rows=parts)
+            masks.append(hidden_states.new_ones(hidden_states.shape[0], segments[-1][1], dtype=torch.long))
+        if image_sources is not None:
+            image_sources = repeat_rows(image_sources, inputs.image_index)
+        return FusedSequence(hidden_states, torch.cat(masks, dim=1), segments, parts, image_sources)
+
+    def image_keys(self, image_states: torch.FloatTensor) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
+        """(N, I, Hv) image states -> (N, K, Hd) image keys (before the modality embedding) and, when the keys are
+        not the I encoder positions themselves, the (N, K, I) share of each position in each key (else None).
+        Here every encoder position is a key; a subclass may compress them (`vqa.resampler`)."""
+        return self.image_projection(image_states), None
 
     def _keys(self, projected: torch.FloatTensor, modality: int) -> torch.FloatTensor:
         if self.modality_embedding is None:

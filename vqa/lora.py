@@ -19,6 +19,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from vqa.configuration import checked_settings
 from vqa.freezing import component_of
 
 TARGETS: tuple[str, ...] = ("decoder", "cross_attention", "text_encoder", "image_encoder")
@@ -33,17 +34,11 @@ def lora_settings(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """
     if value is None:
         return None
-    value = dict(value)  # from Hydra: a DictConfig
-    unknown = sorted(set(value) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"lora: unknown key {unknown[0]!r}; expected {', '.join(DEFAULTS)}")
-    settings = {**DEFAULTS, **value}
+    settings = checked_settings("lora", value, DEFAULTS, positive_integers=("r",))
     targets = [settings["targets"]] if isinstance(settings["targets"], str) else list(settings["targets"])
     for target in targets:
         if target not in TARGETS:
             raise ValueError(f"lora.targets: unknown component {target!r}; expected some of {', '.join(TARGETS)}")
-    if not isinstance(settings["r"], int) or isinstance(settings["r"], bool) or settings["r"] < 1:
-        raise ValueError(f"lora.r: got {settings['r']!r}, expected a positive integer")
     if not 0 <= settings["dropout"] < 1:
         raise ValueError(f"lora.dropout: got {settings['dropout']!r}, expected a number in [0, 1)")
     return {**settings, "targets": targets} if targets else None

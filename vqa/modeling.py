@@ -50,6 +50,8 @@ class VQAModelOutput(ModelOutput):
         decoder_attentions: one (B, heads, T, T) causal self-attention tensor per decoder layer, likewise.
         encoder_attention_mask: (B, S) 1 for the fused encoder positions the decoder may attend to.
         encoder_segments: the fusion's named parts of the S positions, [(name, length), ...].
+        encoder_image_sources: (B, K, I) for a fusion whose image keys are not the image encoder's positions (see
+            `FusedSequence.image_sources`); None otherwise.
     """
 
     loss: torch.FloatTensor | None = None
@@ -58,6 +60,7 @@ class VQAModelOutput(ModelOutput):
     decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
     encoder_attention_mask: torch.LongTensor | None = None
     encoder_segments: list[tuple[str, int]] | None = None
+    encoder_image_sources: torch.FloatTensor | None = None
 
 
 class VQAModel(PreTrainedModel):
@@ -181,7 +184,6 @@ class VQAModel(PreTrainedModel):
             **config_kwargs,
         )
         model = cls(config)
-        # What __init__ installed on its own components goes onto the pretrained ones.
         if config.vision_conv_stem:
             install_conv_stem(image_model).he_init()
         if config.cross_attention_gate:
@@ -292,6 +294,7 @@ class VQAModel(PreTrainedModel):
             decoder_attentions=decoder_output.attentions if output_attentions else None,
             encoder_attention_mask=fused.attention_mask,
             encoder_segments=fused.segments,
+            encoder_image_sources=fused.image_sources,
         )
 
     def decoder_embeddings(self, decoder_input_ids: torch.LongTensor, fused: FusedSequence) -> torch.FloatTensor:

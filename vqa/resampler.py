@@ -14,30 +14,20 @@ of each image-encoder position in each latent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from vqa.encoder_inputs import EncoderInputs
-from vqa.fusion import IMAGE, FusedSequence, TokenFusion, repeat_rows
-
-if TYPE_CHECKING:
-    from vqa.configuration import VQAConfig
+from vqa.configuration import VQAConfig, checked_settings
+from vqa.fusion import TokenFusion
 
 DEFAULTS: dict[str, int] = {"latents": 32, "layers": 2, "heads": 4}
 
 
 def resampler_settings(value: Mapping[str, Any] | None) -> dict[str, int]:
     """Checked settings with DEFAULTS filled in. Raises ValueError (one line) on an unknown key or a bad value."""
-    settings = {**DEFAULTS, **dict(value or {})}
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"resampler: unknown key {unknown[0]!r}; expected {', '.join(DEFAULTS)}")
-    for name, number in settings.items():
-        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-            raise ValueError(f"resampler.{name}: got {number!r}, expected a positive integer")
-    return settings
+    return checked_settings("resampler", value or {}, DEFAULTS, positive_integers=tuple(DEFAULTS))
 
 
 class ResamplerLayer(nn.Module):
@@ -62,49 +52,17 @@ class ResamplerLayer(nn.Module):
         return latents + self.mlp(latents), weights
 
 
-class PerceiverResampler(TokenFusion):
-    """Question tokens as keys (as `TokenFusion`), then K latent tokens per image: (B, Lq + K, Hd), segments
-    `question` and `image`."""
+class LatentResampler(nn.Module):
+    """K learned latents read the image over a few `ResamplerLayer`s: (N, I, Hd) -> (N, K, Hd)."""
 
-    def __init__(self, config: VQAConfig) -> None:
-        super().__init__(config)
-        settings = resampler_settings(config.resampler)
-        width = config.decoder_config.n_embd
+    def __init__(self, width: int, settings: Mapping[str, int]) -> None:
+        super().__init__()
         self.latents = nn.Parameter(torch.empty(settings["latents"], width))
         nn.init.normal_(self.latents, std=0.02)
         self.layers = nn.ModuleList(ResamplerLayer(width, settings["heads"]) for _ in range(settings["layers"]))
         self.output_norm = nn.LayerNorm(width)
 
-    def forward(
-        self,
-        question_states: torch.FloatTensor | None,
-        image_states: torch.FloatTensor | None,
-        inputs: EncoderInputs,
-    ) -> FusedSequence:
-        question = None if question_states is None else super().forward(question_states, None, inputs)
-        if image_states is None:  # a question-only model: nothing to resample
-            return question
-        resampled, sources = self.resample(self.image_projection(image_states))  # (N, K, Hd), (N, K, I)
-        resampled = self._keys(resampled, IMAGE)
-        image_keys = repeat_rows(resampled, inputs.image_index)  # (B, K, Hd)
-        fused = FusedSequence(
-            image_keys,
-            image_keys.new_ones(image_keys.shape[:2], dtype=torch.long),
-            [("image", resampled.shape[1])],
-            [(resampled, inputs.image_index)],
-            image_sources=None if sources is None else repeat_rows(sources, inputs.image_index),
-        )
-        if question is None:
-            return fused
-        return FusedSequence(
-            torch.cat([question.hidden_states, fused.hidden_states], dim=1),
-            torch.cat([question.attention_mask, fused.attention_mask], dim=1),
-            question.segments + fused.segments,
-            question.shared_rows + fused.shared_rows,
-            image_sources=fused.image_sources,
-        )
-
-    def resample(self, image: torch.FloatTensor) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
+    def forward(self, image: torch.FloatTensor) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
         """(N, I, Hd) projected image tokens -> (N, K, Hd) latents and, in eval mode, the (N, K, I) rollout of the
         attention (None in training mode)."""
         latents = self.latents.expand(image.shape[0], -1, -1)
@@ -120,3 +78,18 @@ class PerceiverResampler(TokenFusion):
             return self.output_norm(latents), None
         sources = from_image / from_image.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(from_image.dtype).tiny)
         return self.output_norm(latents), sources
+
+
+class PerceiverResampler(TokenFusion):
+    """The token fusion with each image's keys compressed to K latents: (B, Lq + K, Hd), segments `question` and
+    `image`."""
+
+    def __init__(self, config: VQAConfig) -> None:
+        super().__init__(config)
+        self.resampler = LatentResampler(config.decoder_config.n_embd, resampler_settings(config.resampler))
+
+    def image_keys(self, image_states: torch.FloatTensor) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
+        return self.resampler(self.image_projection(image_states))
+
+    def projections_of(self, modality: str) -> list[nn.Module]:
+        return [*super().projections_of(modality), *([self.resampler] if modality == "image" else [])]
