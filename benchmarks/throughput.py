@@ -49,18 +49,24 @@ TINY_PRESET = Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny.yam
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
-def base_model_and_processor(train_split: Any, freeze: str) -> tuple[VQAModel, VQAProcessor]:
-    """The base preset's shapes (DistilBERT-base, ViT-B/16 at 224, GPT-2 small) with random weights."""
-    processor = VQAProcessor.train_tiny(train_split["question"], train_split["multiple_choice_answer"], image_size=224)
+def base_config(question_vocab_size: int, answer_vocab_size: int, **options: Any) -> VQAConfig:
+    """The base preset's shapes (DistilBERT-base, ViT-B/16 at 224, GPT-2 small) for random-init weights; `options`
+    go to VQAConfig (freeze, fusion, ...). The answer vocabulary has pad, BOS, EOS at 0, 1, 2."""
     decoder = GPT2Config(
-        vocab_size=processor.answer_vocab_size, add_cross_attention=True, bos_token_id=1, eos_token_id=2, pad_token_id=0
+        vocab_size=answer_vocab_size, add_cross_attention=True, bos_token_id=1, eos_token_id=2, pad_token_id=0
     )
-    config = VQAConfig(
-        text_config=DistilBertConfig(vocab_size=processor.question_vocab_size),
+    return VQAConfig(
+        text_config=DistilBertConfig(vocab_size=question_vocab_size),
         vision_config=ViTConfig(),
         decoder_config=decoder,
-        freeze=freeze,
+        **options,
     )
+
+
+def base_model_and_processor(train_split: Any, freeze: str) -> tuple[VQAModel, VQAProcessor]:
+    """The base preset's shapes with random weights, tokenizers trained on `train_split`."""
+    processor = VQAProcessor.train_tiny(train_split["question"], train_split["multiple_choice_answer"], image_size=224)
+    config = base_config(processor.question_vocab_size, processor.answer_vocab_size, freeze=freeze)
     return VQAModel(config), processor
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import DistilBertConfig, GPT2Config, ViTConfig
+from throughput import base_config
 
-from vqa import VQAConfig, VQAModel
+from vqa import VQAModel
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "tokens": {},
@@ -42,11 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def base_model(options: dict[str, Any]) -> VQAModel:
     torch.manual_seed(0)
-    decoder = GPT2Config(vocab_size=1000, add_cross_attention=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    config = VQAConfig(
-        text_config=DistilBertConfig(vocab_size=30522), vision_config=ViTConfig(), decoder_config=decoder, **options
-    )
-    return VQAModel(config)
+    return VQAModel(base_config(question_vocab_size=30522, answer_vocab_size=1000, **options))
 
 
 def synthetic_batch(batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
