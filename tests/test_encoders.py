@@ -26,8 +26,9 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from vqa.attention import explain
 from vqa.builders import pretrained_model_and_processor
-from vqa.encoders import build_encoder, install_conv_stem
-from vqa.modeling import VQAModel
+from vqa.encoders import build_encoder, install_conv_stem, load_encoder
+from vqa.errors import CheckpointError, ConfigError
+from vqa.modeling import VQAModel, load_decoder
 from vqa.processing import VQACollator, VQAProcessor, _train_byte_level_bpe, _train_wordpiece, tiny_image_processor
 
 QUESTIONS = ["what shape is in the image?", "is there a red circle?", "what color is the shape?"]
@@ -236,3 +237,11 @@ def test_real_pretrained_minilm_as_question_encoder(folders: dict[str, Path]) ->
     loss.backward()
     assert all(parameter.grad is None for parameter in model.text_encoder.parameters())
     assert model.fusion.text_projection.linear.weight.grad is not None
+
+
+def test_missing_folder_and_non_gpt2_decoder_are_one_line(folders: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"model\.text_encoder \(.*missing\): cannot load a config") as error:
+        load_encoder(tmp_path / "missing", "text")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"model\.decoder \(.*bert\): a 'bert' model; expected a GPT-2-family"):
+        load_decoder(folders["bert"])

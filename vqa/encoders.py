@@ -23,6 +23,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig, PreTraine
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from vqa.encoder_inputs import EncoderInputs
+from vqa.errors import CheckpointError, ConfigError, one_line
 
 DEFAULT_MODEL_TYPES = {"text_config": "distilbert", "vision_config": "vit"}
 # Settings that leave out a pooling head the VQA model never reads (under DDP an unused trainable parameter is an
@@ -51,10 +52,20 @@ def as_sub_config(value: PretrainedConfig | dict[str, Any] | None, default_model
     return value
 
 
+def pretrained_config(name_or_path: str | os.PathLike[str], source: str) -> PretrainedConfig:
+    """The config of a checkpoint (hub name or local folder); one line (CheckpointError) when there is none."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{source}: cannot load a config ({one_line(error)}); expected a hub name or a folder with config.json"
+        ) from None
+
+
 def check_text_encoder(config: PretrainedConfig, source: str = "model.text_encoder") -> None:
     """Refuse, in one line, a config that is not a text encoder's."""
     if hasattr(config, "vision_config") or hasattr(config, "patch_size"):
-        raise ValueError(
+        raise ConfigError(
             f"{source}: a {config.model_type!r} model is not a text encoder; expected one whose output has "
             "last_hidden_state over the question tokens (distilbert, bert, roberta, ...)"
         )
@@ -64,7 +75,7 @@ def check_text_encoder(config: PretrainedConfig, source: str = "model.text_encod
 def check_image_encoder(config: PretrainedConfig, source: str = "model.image_encoder") -> None:
     """Refuse, in one line, a config without patch tokens (the decoder reads one key per patch)."""
     if not isinstance(getattr(config, "patch_size", None), int):
-        raise ValueError(
+        raise ConfigError(
             f"{source}: a {config.model_type!r} model has no patch_size, so no patch tokens; expected a ViT-family "
             "image encoder (vit, deit, dinov2, or a clip / siglip checkpoint's vision tower)"
         )
@@ -90,7 +101,7 @@ def load_encoder(name_or_path: str | os.PathLike[str], role: str) -> PreTrainedM
         role: `text` or `image`; an image checkpoint with a vision tower inside (CLIP, SigLIP) gives the tower.
     """
     source = f"model.{role}_encoder ({name_or_path})"
-    config = AutoConfig.from_pretrained(name_or_path)
+    config = pretrained_config(name_or_path, source)
     if role == "image":
         config = vision_tower_config(config)
         check_image_encoder(config, source)
@@ -192,7 +203,7 @@ def _model_class(config: PretrainedConfig, source: str) -> type[PreTrainedModel]
     try:
         return MODEL_MAPPING[type(config)]
     except KeyError:
-        raise ValueError(f"{source}: model_type {config.model_type!r} has no transformers AutoModel class") from None
+        raise ConfigError(f"{source}: model_type {config.model_type!r} has no transformers AutoModel class") from None
 
 
 def _without_pooling_head(config: PretrainedConfig) -> PretrainedConfig:

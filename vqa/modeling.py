@@ -26,9 +26,11 @@ from vqa.encoders import (
     image_states,
     install_conv_stem,
     load_encoder,
+    pretrained_config,
     question_states,
     unused_parameters,
 )
+from vqa.errors import ConfigError
 from vqa.freezing import apply_freeze, parameter_table, resolve_freeze
 from vqa.fusion import FusedSequence, fusion_class, masked_mean, repeat_rows
 from vqa.gates import install_cross_attention_gates
@@ -172,10 +174,7 @@ class VQAModel(PreTrainedModel):
         """
         text_model = load_encoder(text_encoder, "text")
         image_model = load_encoder(image_encoder, "image")
-        decoder_model = GPT2LMHeadModel.from_pretrained(decoder, add_cross_attention=True)
-        if decoder_model.config.pad_token_id is None:
-            # GPT-2 has no pad token; padded positions are masked and labelled -100, so EOS can stand in.
-            decoder_model.config.pad_token_id = decoder_model.config.eos_token_id
+        decoder_model = load_decoder(decoder)
         lora = config_kwargs.pop("lora", None)
         config = VQAConfig(
             text_config=text_model.config,
@@ -363,6 +362,21 @@ class VQAModel(PreTrainedModel):
         is_eos = (answers == config.eos_token_id).long()
         after_first_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
         return answers.masked_fill(after_first_eos, config.pad_token_id)
+
+
+def load_decoder(name_or_path: str | os.PathLike[str]) -> GPT2LMHeadModel:
+    """A pretrained GPT-2-family decoder with (new, random) cross-attention layers."""
+    source = f"model.decoder ({name_or_path})"
+    config = pretrained_config(name_or_path, source)
+    if config.model_type != "gpt2":  # loaded into GPT-2 anyway, another family would give mostly random weights
+        raise ConfigError(
+            f"{source}: a {config.model_type!r} model; expected a GPT-2-family decoder (gpt2 ... gpt2-xl)"
+        )
+    decoder = GPT2LMHeadModel.from_pretrained(name_or_path, add_cross_attention=True)
+    if decoder.config.pad_token_id is None:
+        # GPT-2 has no pad token; padded positions are masked and labelled -100, so EOS can stand in.
+        decoder.config.pad_token_id = decoder.config.eos_token_id
+    return decoder
 
 
 def parameters_without_gradient(model: VQAModel) -> list[nn.Parameter]:
