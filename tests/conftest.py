@@ -38,6 +38,7 @@ def one_sgd_step_arguments(output_dir: str, per_device_batch: int, accumulation:
         learning_rate=1.0,
         optim="sgd",
         lr_scheduler_type="constant",
+        max_grad_norm=0.0,  # no clipping: clipping to norm 1 would hide a wrongly scaled gradient
         use_cpu=True,
         dataloader_pin_memory=False,
         save_strategy="no",

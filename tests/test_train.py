@@ -37,10 +37,16 @@ def train(arguments: list[str], env: dict[str, str], command: list[str] | None =
     return result
 
 
-def test_fast_run_writes_the_run_folder(tmp_path: Path, environment: dict[str, str]) -> None:
-    run_dir = tmp_path / "run"
-    result = train([*FAST, f"hydra.run.dir={run_dir}"], environment)
-    assert "VQA accuracy" in result.stdout and "training samples/s" in result.stdout
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory: pytest.TempPathFactory, environment: dict[str, str]) -> tuple[Path, str]:
+    """(run folder, stdout) of `python train.py debug=fast`."""
+    run_dir = tmp_path_factory.mktemp("fast") / "run"
+    return run_dir, train([*FAST, f"hydra.run.dir={run_dir}"], environment).stdout
+
+
+def test_fast_run_writes_the_run_folder(fast_run: tuple[Path, str]) -> None:
+    run_dir, stdout = fast_run
+    assert "VQA accuracy" in stdout and "training samples/s" in stdout
     for name in ("config.yaml", "metrics.json", "predictions.json", "run_card.json"):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -54,6 +60,23 @@ def test_fast_run_writes_the_run_folder(tmp_path: Path, environment: dict[str, s
     model = VQAModel.from_pretrained(run_dir / "checkpoint")
     processor = VQAProcessor.from_pretrained(run_dir / "checkpoint")
     assert model.config.decoder_config.vocab_size >= processor.answer_vocab_size
+
+
+def test_rl_fine_tunes_a_finished_run_and_logs_its_reward(
+    tmp_path: Path, fast_run: tuple[Path, str], environment: dict[str, str]
+) -> None:
+    start, _ = fast_run
+    run_dir = tmp_path / "rl"
+    result = train(
+        [*FAST, "objective=rl", "objective.samples=2", f"init_from={start}", f"hydra.run.dir={run_dir}"], environment
+    )
+    assert f"model and processor from {start}" in result.stdout + result.stderr
+    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in history if "loss" in entry]
+    assert len(steps) == 4 and all(0 <= entry["reward"] <= 1 and entry["answer_tokens"] >= 1 for entry in steps)
+    assert 0 <= json.loads((run_dir / "metrics.json").read_text())["vqa_accuracy"] <= 100
+    config = (run_dir / "config.yaml").read_text()
+    assert "vqa.policy_gradient.PolicyGradient" in config and f"init_from: {start}" in config
 
 
 def test_load_best_model_at_end_restores_every_weight_of_the_best_checkpoint(

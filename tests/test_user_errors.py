@@ -42,6 +42,8 @@ def train(arguments: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
             "did you mean learning_rate?",
         ),
         (["data.max_questions=-5"], "error: max_questions: got -5"),
+        (["objective=rl", "objective.baseline=mean"], "error: objective.baseline: got 'mean', expected one of group"),
+        (["objective=rl", "init_from=/no/such/run"], "error: checkpoint /no/such/run: folder not found"),
     ],
 )
 def test_train_py_reports_a_user_error_in_one_line_and_leaves_no_run_folder(

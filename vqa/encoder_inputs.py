@@ -46,5 +46,26 @@ class EncoderInputs:
         """The bundle's fields out of a mapping (a batch, a function's arguments); other keys are left out."""
         return cls(**{name: mapping.get(name) for name in ENCODER_INPUT_NAMES})
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """{name: tensor} of the fields that are set, for `model(**inputs.as_kwargs(), ...)`."""
+        return {name: getattr(self, name) for name in ENCODER_INPUT_NAMES if getattr(self, name) is not None}
+
+    def select_examples(self, examples: torch.LongTensor) -> EncoderInputs:
+        """The inputs of a batch whose examples are `examples` (E,), indices of this batch's examples, repeats
+        allowed: only the two index tensors change, so each distinct question and image is still encoded once.
+        """
+        has_questions = self.input_ids is not None or self.question_features is not None
+        has_images = self.pixel_values is not None or self.image_features is not None
+        return dataclasses.replace(
+            self,
+            question_index=_compose(self.question_index, examples) if has_questions else None,
+            image_index=_compose(self.image_index, examples) if has_images else None,
+        )
+
+
+def _compose(index: torch.LongTensor | None, examples: torch.LongTensor) -> torch.LongTensor:
+    """The input row of each selected example; `index` None means one input row per example."""
+    return examples if index is None else index.index_select(0, examples)
+
 
 ENCODER_INPUT_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(EncoderInputs))

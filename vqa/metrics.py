@@ -89,17 +89,37 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(word, word) for word in words)
 
 
+def comparable_answers(human_answers: Sequence[str]) -> tuple[list[str], bool]:
+    """The human answers in the form the official code compares, and whether the full normalisation applies.
+
+    Returns:
+        (answers, normalized): whitespace-normalised answers, and with them fully normalised when they are not all
+        identical (`normalized` True); a prediction must then be brought to the same form (`comparable_prediction`).
+    """
+    answers = [normalize_whitespace(answer) for answer in human_answers]
+    if len(set(answers)) > 1:
+        return [process_digit_article(process_punctuation(answer)) for answer in answers], True
+    return answers, False
+
+
+def comparable_prediction(prediction: str, normalized: bool) -> str:
+    """A prediction in the form it is compared in against answers from `comparable_answers`."""
+    prediction = normalize_whitespace(prediction)
+    return process_digit_article(process_punctuation(prediction)) if normalized else prediction
+
+
+def accuracy_from_matches(matches: Sequence[bool]) -> float:
+    """The mean over the leave-one-out subsets of min(1, matches among the other humans / 3)."""
+    total_matches = sum(matches)
+    # Leave out each human in turn: the others hold total_matches minus this human's own match.
+    return sum(min(1.0, (total_matches - own) / 3) for own in matches) / len(matches)
+
+
 def question_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     """Accuracy in [0, 1] of one prediction against the ten human answers."""
-    answers = [normalize_whitespace(answer) for answer in human_answers]
-    prediction = normalize_whitespace(prediction)
-    if len(set(answers)) > 1:
-        answers = [process_digit_article(process_punctuation(answer)) for answer in answers]
-        prediction = process_digit_article(process_punctuation(prediction))
-    matches = [answer == prediction for answer in answers]
-    total_matches = sum(matches)
-    # Leave out each human in turn: the other nine hold total_matches minus this human's own match.
-    return sum(min(1.0, (total_matches - own) / 3) for own in matches) / len(matches)
+    answers, normalized = comparable_answers(human_answers)
+    prediction = comparable_prediction(prediction, normalized)
+    return accuracy_from_matches([answer == prediction for answer in answers])
 
 
 def round_half_away(value: float, digits: int = 2) -> float:

@@ -328,6 +328,7 @@ class VQAModel(PreTrainedModel):
         image_index: torch.LongTensor | None = None,
         max_new_tokens: int | None = None,
         num_beams: int = 1,
+        do_sample: bool = False,
         **generate_kwargs: Any,
     ) -> torch.LongTensor:
         """Write answers: the encoders run once, then GPT-2 decodes with its KV cache (greedy or beam search).
@@ -336,6 +337,7 @@ class VQAModel(PreTrainedModel):
             input_ids ... (the first seven): the encoder inputs, packed into one `EncoderInputs` (documented there).
             max_new_tokens: answer length limit, EOS included (default `config.max_answer_tokens`).
             num_beams: 1 for greedy decoding.
+            do_sample: sample instead (with `temperature`, `top_k`, `top_p` among `generate_kwargs`).
             generate_kwargs: passed to `GenerationMixin.generate` (e.g. `length_penalty`).
 
         Returns:
@@ -351,7 +353,7 @@ class VQAModel(PreTrainedModel):
             encoder_attention_mask=fused.attention_mask,
             max_new_tokens=max_new_tokens or self.config.max_answer_tokens,
             num_beams=num_beams,
-            do_sample=False,
+            do_sample=do_sample,
             use_cache=True,
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,

@@ -7,6 +7,11 @@ collator's batch; `num_items_in_batch` is the Trainer's count of label tokens ov
 optimizer step (None outside training), by which a token-summed loss is divided so that gradient accumulation and
 DDP average over tokens exactly.
 
+An objective may also define `collator_options` (keyword arguments for `vqa.processing.VQACollator`: the batch
+keys it needs beyond the model inputs), `bind(model, processor)` (called once by the trainer, before training),
+`log_values()` (numbers added to each training log entry) and `averages_own_batch = True` (its loss is a mean over
+its own micro-batch, not divided by `num_items_in_batch`: the trainer then divides by the accumulation steps).
+
 `VQAModel.forward` still returns `answer_cross_entropy` when given `labels`, for Hugging Face compatibility; the
 evaluation loss (`eval_loss`) is that one whatever the objective, so it compares across objectives.
 """
@@ -14,14 +19,29 @@ evaluation loss (`eval_loss`) is that one whatever the objective, so it compares
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
+from vqa.encoder_inputs import EncoderInputs
+from vqa.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS
+
 Objective = Callable[[nn.Module, Mapping[str, torch.Tensor], int | torch.Tensor | None], tuple[torch.Tensor, Any]]
+
+
+def teacher_forced(model: nn.Module, inputs: EncoderInputs, labels: torch.LongTensor) -> Any:
+    """The model's output (logits (B, T, V)) when its decoder reads `labels` (B, T) `answer EOS` teacher-forced.
+
+    The forward pass goes through `model` as given (a DDP wrapper synchronises gradients); only the label shifting
+    uses the model inside it. Only the encoder inputs are passed: a batch may carry more for the objective.
+    """
+    decoder_input_ids, decoder_attention_mask = extract_model_from_parallel(model).decoder_inputs_from_labels(labels)
+    return model(
+        **inputs.as_kwargs(), decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask
+    )
 
 
 class AnswerCrossEntropy:
@@ -34,12 +54,39 @@ class AnswerCrossEntropy:
         num_items_in_batch: int | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
         labels = batch["labels"]
-        # The model inside DDP for its method; the forward pass goes through the wrapper (gradient synchronisation).
-        inner = extract_model_from_parallel(model)
-        decoder_input_ids, decoder_attention_mask = inner.decoder_inputs_from_labels(labels)
-        inputs = {name: value for name, value in batch.items() if name != "labels"}
-        outputs = model(**inputs, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
+        outputs = teacher_forced(model, EncoderInputs.pick(batch), labels)
         return answer_cross_entropy(outputs.logits, labels, num_items_in_batch), outputs
+
+
+class SoftAnswerCrossEntropy:
+    """The weighted sum of the sequence cross-entropies of every distinct human answer (`vqa.soft_targets`: weight
+    = the answer's official VQA score, normalised per question), divided by the reference answers' token count
+    like `AnswerCrossEntropy`; with ten agreeing humans it is exactly that objective.
+
+    The encoders run once per distinct question and image; only the decoder runs once per target answer.
+    """
+
+    collator_options: ClassVar[dict[str, Any]] = {"soft_targets": True}
+
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: Mapping[str, torch.Tensor],
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        if ANSWER_LABELS not in batch:
+            raise ValueError(
+                "objective=soft: the batch has no soft targets; build the collator with "
+                "VQACollator(..., **objective.collator_options)"
+            )
+        labels, weights = batch[ANSWER_LABELS], batch[ANSWER_WEIGHTS]  # (A, T), (A,)
+        outputs = teacher_forced(model, EncoderInputs.pick(batch).select_examples(batch[ANSWER_EXAMPLE]), labels)
+        token_losses = F.cross_entropy(
+            outputs.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none"
+        ).view_as(labels)  # (A, T), 0 on padding
+        total = (token_losses.sum(dim=1) * weights).sum()
+        count = (batch["labels"] != -100).sum() if num_items_in_batch is None else num_items_in_batch
+        return total / torch.as_tensor(count, device=total.device).clamp(min=1), outputs
 
 
 def answer_cross_entropy(

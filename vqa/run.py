@@ -24,6 +24,9 @@ from vqa.baselines import AnswerPrior, shuffle_images
 from vqa.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
 from vqa.errors import UserError
 from vqa.feature_cache import FeatureLookup, build_lookups
+from vqa.modeling import VQAModel
+from vqa.objectives import AnswerCrossEntropy
+from vqa.predict import load_checkpoint
 from vqa.processing import VQACollator, VQAProcessor
 from vqa.resume import record_overrides, resumed_config, training_finished
 from vqa.run_outputs import metrics_content, official_results, run_card, write_json
@@ -100,6 +103,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     validate_config(cfg)
     # Built now so that a wrong trainer.args value stops the run before any data or model is built.
     args = None if cfg.get("prior") else training_arguments(cfg, str(run_dir))
+    objective = build(cfg.objective) if cfg.get("objective") and not cfg.get("prior") else AnswerCrossEntropy()
+    trained = trained_model(cfg.init_from) if cfg.get("init_from") and not cfg.get("prior") else None
     checkpoint = latest_complete_checkpoint(run_dir) if cfg.get("resume") else None
     transformers.set_seed(cfg.seed)
     configure_wandb(cfg, run_dir)
@@ -116,7 +121,13 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         logger.warning(line)
     if cfg.get("prior"):
         return run_prior(cfg, splits, run_dir, start)
-    model, processor = build(cfg.model, train_split=splits["train"])
+    if trained is not None:
+        model, processor = trained
+        logger.info(
+            "model and processor from %s (init_from; its own config, the model group is not used)", cfg.init_from
+        )
+    else:
+        model, processor = build(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
     used_splits = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
     questions_cut = {name: count_cut_questions(processor, splits[name]) for name in used_splits}
@@ -130,7 +141,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
                 processor.max_question_length,
             )
 
-    collator = VQACollator(processor, inputs=model.config.inputs)
+    # The batch keys the objective needs beyond the model inputs (soft targets, question and answer texts).
+    collator = VQACollator(processor, inputs=model.config.inputs, **getattr(objective, "collator_options", {}))
     trainer = VQATrainer(
         model=model,
         args=args,
@@ -138,7 +150,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         eval_dataset=for_training(splits[cfg.eval_split]),
         data_collator=collator,
         processor=processor,
-        objective=build(cfg.objective) if cfg.get("objective") else None,
+        objective=objective,
         group_by_image=cfg.trainer.group_by_image,
         questions_per_image=cfg.trainer.questions_per_image,
         num_beams=cfg.trainer.num_beams,
@@ -210,6 +222,19 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
         raise
+
+
+def trained_model(path: str | Path) -> tuple[VQAModel, VQAProcessor]:
+    """`init_from`: the model and processor of a finished run (its folder or its `checkpoint` folder), to train on.
+
+    Raises:
+        CheckpointError: not a run's checkpoint (one line, from `load_checkpoint`).
+    """
+    folder = Path(path)
+    if (folder / "checkpoint").is_dir():
+        folder = folder / "checkpoint"
+    model, processor = load_checkpoint(folder, device="cpu")  # the Trainer moves it to its device
+    return model.train(), processor
 
 
 def final_weights(checkpoint: Path, load_best_model_at_end: bool) -> Path:

@@ -267,6 +267,11 @@ class VQATrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.processor = processor
         self.objective = objective or AnswerCrossEntropy()
+        if hasattr(self.objective, "bind"):  # after super().__init__: the model is on its device
+            self.objective.bind(self.model, processor)
+        self.objective_averages_own_batch = getattr(self.objective, "averages_own_batch", False)
+        if self.objective_averages_own_batch:
+            self.loss_is_scaled_for_ga = False  # the Trainer divides the loss by the accumulation steps
         self.group_by_image = group_by_image
         self.questions_per_image = questions_per_image
         self.num_beams = num_beams
@@ -291,10 +296,13 @@ class VQATrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
         """The configured objective's loss. Like the Trainer's own: a loss divided by the token count of all ranks
-        is multiplied by the number of ranks, because DDP averages the ranks' gradients."""
+        is multiplied by the number of ranks, because DDP averages the ranks' gradients. A mean over the
+        micro-batch (an objective with `averages_own_batch`) needs neither: the Trainer divides it by the
+        accumulation steps."""
         self._count_undecodable(inputs)
         loss, outputs = self.objective(model, inputs, num_items_in_batch)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+        divided_by_all_tokens = self.args.average_tokens_across_devices and num_items_in_batch is not None
+        if divided_by_all_tokens and not self.objective_averages_own_batch:
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
@@ -329,6 +337,8 @@ class VQATrainer(Trainer):
             logs = {**logs, "elapsed_seconds": round(time.perf_counter() - self.train_start, 1)}
         if "loss" in logs:  # a training log entry: also where the cross-attention gates stand (if any)
             logs = {**logs, **gate_values(self.accelerator.unwrap_model(self.model).decoder)}
+            if hasattr(self.objective, "log_values"):  # such as the RL objective's mean reward
+                logs = {**logs, **self.objective.log_values()}
         super().log(logs, *args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler | None:
@@ -363,6 +373,8 @@ class VQATrainer(Trainer):
         """Teacher-forced loss (when labels exist) and, unless only the loss is wanted, generated answers."""
         inputs = self._prepare_inputs(inputs)
         self._count_undecodable(inputs)
+        # The model's own inputs only: a batch may carry more for the objective (soft targets, texts).
+        inputs = {key: inputs[key] for key in (*GENERATION_INPUTS, "labels") if key in inputs}
         labels = inputs.get("labels")
         loss = None
         with torch.no_grad():
