@@ -87,6 +87,17 @@ def test_the_gradient_is_the_hand_computed_reinforce_gradient(splits: Any) -> No
     model.zero_grad()
 
 
+def test_scst_advantage_is_the_reward_minus_the_greedy_answers_reward(splits: Any) -> None:
+    model, processor = tiny_setup(splits["train"])
+    objective = PolicyGradient(reward=answer_length_reward, samples=2, baseline="greedy", scale_rewards="none")
+    objective.bind(model, processor)
+    batch = VQACollator(processor, **objective.collator_options)(training_rows(splits["train"], 3))
+    _, sampled = objective(model, batch)
+    greedy = processor.decode_answers(model.generate(**EncoderInputs.pick(batch).as_kwargs()))
+    greedy_rewards = torch.tensor([float(len(answer)) for answer in greedy]).repeat_interleave(2)
+    torch.testing.assert_close(sampled.advantages, sampled.rewards - greedy_rewards)
+
+
 def test_the_vqa_reward_is_the_official_accuracy() -> None:
     humans = [["2"] * 3 + ["two", "3", "3", "3", "4", "4", "4"], ["red"] * 10]
     scores = vqa_accuracy(questions=["q", "q"], images=[None, None], answers=["two", "Red"], human_answers=humans)

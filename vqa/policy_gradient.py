@@ -220,11 +220,11 @@ class PolicyGradient:
         eos = inner.config.decoder_config.eos_token_id
         sampled = inner.generate(**sampled_inputs.as_kwargs(), do_sample=True, **self.sampling)  # (S, T)
         answers = self.processor.decode_answers(sampled)
-        rewards = self.score(batch, examples.tolist(), answers).view(num_questions, self.samples)
+        rewards = self.score(batch, examples.tolist(), answers).to(inner.device).view(num_questions, self.samples)
         baseline_rewards = None
         if self.baseline == "greedy":
             greedy = self.processor.decode_answers(inner.generate(**inputs.as_kwargs()))
-            baseline_rewards = self.score(batch, list(range(num_questions)), greedy)
+            baseline_rewards = self.score(batch, list(range(num_questions)), greedy).to(inner.device)
         advantages = advantages_from_rewards(rewards, baseline_rewards, self.scale_rewards).flatten()
         # A question whose image could not be decoded (its reference labels are all -100) teaches nothing.
         if "labels" in batch:
@@ -250,7 +250,8 @@ class PolicyGradient:
         return loss, PolicyGradientOutput(labels, answers, rewards.flatten(), advantages, logits)
 
     def score(self, batch: Mapping[str, Any], examples: list[int], answers: list[str]) -> torch.Tensor:
-        """(len(answers),) float32 rewards of `answers`, answer i belonging to the batch's example `examples[i]`."""
+        """(len(answers),) float32 rewards (on the CPU) of `answers`, answer i belonging to the batch's example
+        `examples[i]`."""
         scores = self.reward(
             questions=[batch[QUESTIONS][example] for example in examples],
             images=[batch[IMAGE_PATHS][example] for example in examples],
