@@ -1,9 +1,11 @@
-"""Time to accuracy over seeds: validation accuracy after each epoch against wall time, for every run of a sweep.
+"""Time to accuracy over seeds or variants: validation accuracy after each epoch against wall time, for every run
+of a sweep.
 
-Reads the run folders of a multirun such as `python train.py -m seed=0,1,2` (each run's `trainer_state.json`,
-`metrics.json` and `run_card.json`) and writes one JSON file with, per run, its seed, the final split's accuracy,
-wall and training time, and the evaluations logged during training (`elapsed_seconds` is wall time since training
-began); it prints a markdown table of validation accuracy per epoch, one column per seed.
+Reads the run folders of a multirun such as `python train.py -m seed=0,1,2` or `experiment=variants` (each run's
+`trainer_state.json`, `metrics.json` and `run_card.json`) and writes one JSON file with, per run, its seed and
+overrides, the final split's accuracy, wall and training time, and the evaluations logged during training
+(`elapsed_seconds` is wall time since training began); it prints a markdown table of validation accuracy per epoch,
+one column per run (named by the overrides that differ between the runs, or by its seed).
 
     python benchmarks/seed_curves.py multirun/<date>/<time> --out benchmarks/results/default_run_seeds.json
 """
@@ -17,7 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 RUN_FILES = ("metrics.json", "run_card.json", "trainer_state.json")
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides Hydra recorded for the run (none for a run made without Hydra's files)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return list(yaml.safe_load(path.read_text()) or []) if path.is_file() else []
 
 
 def run_record(run_dir: Path) -> dict[str, Any]:
@@ -37,6 +47,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     return {
         "run": run_dir.name,
         "seed": metrics.get("seed"),
+        "overrides": run_overrides(run_dir),
         "git_commit": card.get("git_commit"),
         "test": {key: metrics[key] for key in ("vqa_accuracy", "vqa_accuracy_shuffled_images", "per_answer_type")},
         "wall_seconds": card["wall_seconds"],
@@ -46,9 +57,18 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def column_names(records: list[dict[str, Any]]) -> list[str]:
+    """Per run: the overrides that differ between the runs (a sweep over variants), else its seed."""
+    shared = set.intersection(*(set(record["overrides"]) for record in records))
+    differing = [[item for item in record["overrides"] if item not in shared] for record in records]
+    if any(differing):
+        return [" ".join(items) or "(defaults)" for items in differing]
+    return [f"seed {record['seed']}" for record in records]
+
+
 def markdown(records: list[dict[str, Any]]) -> str:
-    seeds = [f"seed {record['seed']}" for record in records]
-    lines = ["| epoch | " + " | ".join(seeds) + " |", "|---|" + "---|" * len(records)]
+    names = column_names(records)
+    lines = ["| epoch | " + " | ".join(names) + " |", "|---|" + "---|" * len(records)]
     for index, evaluation in enumerate(records[0]["validation"]):
         cells = [
             f"{record['validation'][index]['vqa_accuracy']} ({record['validation'][index]['elapsed_seconds']:.0f} s)"
