@@ -79,6 +79,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
     walls = [record["wall_seconds"] for record in records]
     lines.append("| test | " + " | ".join(f"**{value}**" for value in tests) + " |")
     lines.append("| wall time | " + " | ".join(f"{value:.0f} s" for value in walls) + " |")
+    if not names[0].startswith("seed "):  # a sweep over variants: a mean over them means nothing
+        return "\n".join(lines)
     spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
     lines.append(
         f"\ntest accuracy {statistics.fmean(tests):.2f} +- {spread:.2f} (mean +- standard deviation, "
