@@ -44,6 +44,11 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         for entry in history
         if "eval_vqa_accuracy" in entry
     ]
+    rewards = [  # objective=rl logs its mean reward with each training loss
+        {"step": entry["step"], "elapsed_seconds": entry.get("elapsed_seconds"), "reward": entry["reward"]}
+        for entry in history
+        if "reward" in entry
+    ]
     return {
         "run": run_dir.name,
         "seed": metrics.get("seed"),
@@ -54,6 +59,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         "train_seconds": card["train_seconds"],
         "train_samples_per_second": card["train_samples_per_second"],
         "validation": evaluations,
+        **({"training_rewards": rewards} if rewards else {}),
     }
 
 
@@ -69,9 +75,12 @@ def column_names(records: list[dict[str, Any]]) -> list[str]:
 def markdown(records: list[dict[str, Any]]) -> str:
     names = column_names(records)
     lines = ["| epoch | " + " | ".join(names) + " |", "|---|" + "---|" * len(records)]
-    for index, evaluation in enumerate(records[0]["validation"]):
+    longest = max(records, key=lambda record: len(record["validation"]))
+    for index, evaluation in enumerate(longest["validation"]):
         cells = [
             f"{record['validation'][index]['vqa_accuracy']} ({record['validation'][index]['elapsed_seconds']:.0f} s)"
+            if index < len(record["validation"])
+            else ""
             for record in records
         ]
         lines.append(f"| {evaluation['epoch']:g} | " + " | ".join(cells) + " |")
