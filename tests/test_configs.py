@@ -44,7 +44,7 @@ def test_default_is_tiny_easy_vqa_on_cpu() -> None:
     validate_config(cfg)
 
 
-@pytest.mark.parametrize("experiment", sorted(set(options("experiment")) - {"baseline_ladder"}))
+@pytest.mark.parametrize("experiment", sorted(set(options("experiment")) - {"baseline_ladder", "variants"}))
 def test_every_experiment_composes_and_validates(experiment: str) -> None:
     cfg = validated_on_this_host(f"experiment={experiment}", "data.root=/data/vqa")
     assert cfg.model._target_ == "vqa.builders.pretrained_model_and_processor"
@@ -61,6 +61,21 @@ def test_baselines_are_one_override_and_the_ladder_sweeps_them() -> None:
     rungs = cfg.hydra.sweeper.params["baseline"].split(",")
     assert rungs == ["global_prior", "prior", "question_only", "image_only", "none"]
     assert set(rungs) == set(options("baseline"))
+
+
+def test_the_variants_experiment_sweeps_every_variant_and_each_is_one_override() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=["experiment=variants"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    variants = cfg.hydra.sweeper.params["variant"].split(",")
+    assert set(variants) == set(options("variant")) and variants[0] == "tokens"
+    assert composed("variant=tokens").model == composed().model  # the default, named
+    assert composed("variant=resampler8").model.resampler.latents == 8
+    assert composed("variant=gated").model.cross_attention_gate is True
+    lora = composed("variant=lora_decoder").model
+    assert list(lora.lora.targets) == ["decoder"] and lora.lora.r == 8 and lora.freeze == "encoders"
+    for variant in variants:
+        validate_config(composed(f"variant={variant}"))
 
 
 def test_book_experiment_is_the_textbook_setup() -> None:

@@ -15,10 +15,10 @@ from PIL import Image
 from tests.test_configs import composed
 from vqa.builders import tiny_model_and_processor
 from vqa.data import EasyVQAOptions, build_easy_vqa
-from vqa.errors import ConfigError
+from vqa.errors import CheckpointError, ConfigError
 from vqa.predict import main as predict
 from vqa.processing import UNDECODABLE_IMAGES, VQACollator
-from vqa.run import count_cut_questions
+from vqa.run import build, count_cut_questions, trained_model
 from vqa.sweep_report import main as sweep_report
 from vqa.training import for_training, training_arguments, validate_config
 
@@ -42,8 +42,6 @@ def train(arguments: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
             "did you mean learning_rate?",
         ),
         (["data.max_questions=-5"], "error: max_questions: got -5"),
-        (["objective=rl", "objective.baseline=mean"], "error: objective.baseline: got 'mean', expected one of group"),
-        (["objective=rl", "init_from=/no/such/run"], "error: checkpoint /no/such/run: folder not found"),
     ],
 )
 def test_train_py_reports_a_user_error_in_one_line_and_leaves_no_run_folder(
@@ -74,6 +72,14 @@ def test_trainer_args_types_are_checked_before_anything_is_built(overrides: list
     with pytest.raises(ConfigError) as error:
         validate_config(composed(*overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_objective_and_init_from_mistakes_are_one_line_user_errors() -> None:
+    # `build` turns a target's UserError out of Hydra's InstantiationException (train.py prints it, exits 2).
+    with pytest.raises(ConfigError, match=r"^objective\.baseline: got 'mean', expected one of group, greedy$"):
+        build(composed("objective=rl", "objective.baseline=mean").objective)
+    with pytest.raises(CheckpointError, match=r"^checkpoint /no/such/run: folder not found; expected the"):
+        trained_model("/no/such/run")
 
 
 def test_values_that_transformers_refuses_become_one_config_line(tmp_path: Path) -> None:
