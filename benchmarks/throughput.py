@@ -29,10 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
-from torch.utils.flop_counter import FlopCounterMode
 from transformers import DistilBertConfig, GPT2Config, ViTConfig
 
 from vqa import VQAConfig, VQAModel, VQAProcessor
@@ -40,6 +42,7 @@ from vqa.builders import tiny_model_and_processor
 from vqa.data import build_easy_vqa
 from vqa.encoder_inputs import EncoderInputs
 from vqa.feature_cache import build_lookups
+from vqa.flops import flops_by_component
 from vqa.processing import VQACollator
 from vqa.sampling import ImageGroupedSampler
 from vqa.training import for_training
@@ -47,6 +50,32 @@ from vqa.training import for_training
 TINY_PRESET = Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny.yaml"
 # Dense bf16 peak FLOP/s (no sparsity), from the vendors' data sheets.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def coco_size_split(split: Any, folder: Path, images: int, questions_per_image: int = 5) -> Any:
+    """`images` images of `split` at COCO size (640x480 JPEGs, quality 90, upscaled from easy-VQA's 64x64) with up
+    to `questions_per_image` questions each (VQA v2 has about 5): the decoding and resizing cost of real VQA v2
+    images, easy-VQA's questions and answers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    undecoded = for_training(split)
+    kept: list[int] = []
+    per_image: dict[int, int] = {}
+    for row, image_id in enumerate(split["image_id"]):
+        if image_id not in per_image and len(per_image) == images:
+            continue
+        if per_image.get(image_id, 0) < questions_per_image:
+            per_image[image_id] = per_image.get(image_id, 0) + 1
+            kept.append(row)
+    subset = undecoded.select(kept)
+    paths = {}
+    for image_id, image in zip(subset["image_id"], subset["image"], strict=True):
+        if image_id not in paths:
+            paths[image_id] = str(folder / f"{image_id}.jpg")
+            with PIL.Image.open(image["path"]) as small:
+                small.convert("RGB").resize((640, 480), PIL.Image.BILINEAR).save(paths[image_id], quality=90)
+    columns = subset.remove_columns("image").to_dict()
+    columns["image"] = [paths[image_id] for image_id in subset["image_id"]]
+    return Dataset.from_dict(columns).cast_column("image", ImageFeature())
 
 
 def base_config(question_vocab_size: int, answer_vocab_size: int, **options: Any) -> VQAConfig:
@@ -125,14 +154,16 @@ def training_throughput(
             synchronize(device)
             start = time.perf_counter()
         batch = to_device(next(batches), device)
-        counter = FlopCounterMode(display=False) if step == warmup - 1 else contextlib.nullcontext()
-        # One counting block for forward and backward: entering FlopCounterMode clears its counts.
-        with counter:
+
+        def forward(batch: dict[str, torch.Tensor] = batch) -> torch.Tensor:
             with autocast(device):
-                loss = model(**batch).loss
-            loss.backward()
-        if step == warmup - 1:
-            flops = counter.get_total_flops()
+                return model(**batch).loss
+
+        if step == warmup - 1:  # FLOPs of one step, by component (counting slows the step: not a timed one)
+            by_component = flops_by_component(forward)
+            flops = sum(sum(phases.values()) for phases in by_component.values())
+        else:
+            forward().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     synchronize(device)
@@ -142,6 +173,10 @@ def training_throughput(
         "steps": steps,
         "batch_size": batch_size,
         "model_flops_per_step": flops,
+        "flops_per_sample_by_component": {
+            component: {phase: round(value / batch_size) for phase, value in phases.items()}
+            for component, phases in by_component.items()
+        },
         "achieved_tflops": round(flops * steps / seconds / 1e12, 3),
     }
     peak = peak_flops(device)
@@ -271,11 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=256, help="questions for the generation comparison")
     parser.add_argument("--cache", default=".cache/vqa", help="easy-VQA dataset cache")
     parser.add_argument(
+        "--coco-images", type=int, default=400, help="--preset base: images per split, written as 640x480 JPEGs"
+    )
+    parser.add_argument(
         "--out", type=Path, help="JSON file (default benchmarks/results/throughput_<preset>_<device>.json)"
     )
     args = parser.parse_args(argv)
 
     splits = build_easy_vqa(args.cache)
+    images_folder = tempfile.TemporaryDirectory()
+    if args.preset == "base":  # COCO-size JPEGs: decoding and resizing them is part of a real base-size step
+        splits = {
+            name: coco_size_split(splits[name], Path(images_folder.name) / name, args.coco_images)
+            for name in ("train", "validation")
+        }
     settings = {
         "freeze=nothing, random batches": ("nothing", False, False),
         "freeze=nothing, image-grouped batches": ("nothing", True, False),
