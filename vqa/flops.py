@@ -26,23 +26,23 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
+from vqa.freezing import component_of
+
 COMPONENTS = ("text_encoder", "image_encoder", "fusion", "decoder", "cross_attention", "lm_head", "other")
 PHASES = ("forward", "backward")
-_CROSS_ATTENTION_MARKERS = ("crossattention", "ln_cross_attn")
 
 
 def component_of_module(qualified_name: str) -> str:
-    """`VQAModel.decoder.transformer.h.0.crossattention.c_attn` -> `cross_attention` (the root is the class)."""
-    path = qualified_name.split(".")[1:]
+    """`VQAModel.decoder.transformer.h.0.crossattention.c_attn` -> `cross_attention` (the root is the class): the
+    parameter-name rules of `vqa.freezing.component_of`, with GPT-2's LM head apart and `projections` named
+    `fusion`."""
+    _, _, path = qualified_name.partition(".")
     if not path:
         return "other"
-    if path[0] in ("text_encoder", "image_encoder"):
-        return path[0]
-    if path[0] == "decoder":
-        if path[1:2] == ["lm_head"]:
-            return "lm_head"
-        return "cross_attention" if any(marker in path for marker in _CROSS_ATTENTION_MARKERS) else "decoder"
-    return "fusion"
+    if path == "decoder.lm_head" or path.startswith("decoder.lm_head."):
+        return "lm_head"
+    component = component_of(path)
+    return "fusion" if component == "projections" else component
 
 
 class _Attribution:

@@ -85,8 +85,7 @@ class SoftAnswerCrossEntropy:
             outputs.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none"
         ).view_as(labels)  # (A, T), 0 on padding
         total = (token_losses.sum(dim=1) * weights).sum()
-        count = (batch["labels"] != -100).sum() if num_items_in_batch is None else num_items_in_batch
-        return total / torch.as_tensor(count, device=total.device).clamp(min=1), outputs
+        return per_label_token(total, batch["labels"], num_items_in_batch), outputs
 
 
 def answer_cross_entropy(
@@ -101,6 +100,13 @@ def answer_cross_entropy(
         labels: (B, T) targets aligned with `logits`.
     """
     total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    return per_label_token(total, labels, num_items_in_batch)
+
+
+def per_label_token(
+    total: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: int | torch.Tensor | None
+) -> torch.Tensor:
+    """A token-summed loss divided by `num_items_in_batch` or, outside training, the label tokens of `labels`."""
     count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
     # clamp: a batch with no label tokens gives a zero loss rather than NaN.
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)

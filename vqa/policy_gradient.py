@@ -220,11 +220,11 @@ class PolicyGradient:
         eos = inner.config.decoder_config.eos_token_id
         sampled = inner.generate(**sampled_inputs.as_kwargs(), do_sample=True, **self.sampling)  # (S, T)
         answers = self.processor.decode_answers(sampled)
-        rewards = self.score(batch, examples.tolist(), answers).to(inner.device).view(num_questions, self.samples)
+        rewards = self.score(batch, examples.tolist(), answers, inner.device).view(num_questions, self.samples)
         baseline_rewards = None
         if self.baseline == "greedy":
             greedy = self.processor.decode_answers(inner.generate(**inputs.as_kwargs()))
-            baseline_rewards = self.score(batch, list(range(num_questions)), greedy).to(inner.device)
+            baseline_rewards = self.score(batch, list(range(num_questions)), greedy, inner.device)
         advantages = advantages_from_rewards(rewards, baseline_rewards, self.scale_rewards).flatten()
         # A question whose image could not be decoded (its reference labels are all -100) teaches nothing.
         if "labels" in batch:
@@ -249,8 +249,10 @@ class PolicyGradient:
         self._record(rewards, advantages, labels, stats)
         return loss, PolicyGradientOutput(labels, answers, rewards.flatten(), advantages, logits)
 
-    def score(self, batch: Mapping[str, Any], examples: list[int], answers: list[str]) -> torch.Tensor:
-        """(len(answers),) float32 rewards (on the CPU) of `answers`, answer i belonging to the batch's example
+    def score(
+        self, batch: Mapping[str, Any], examples: list[int], answers: list[str], device: torch.device
+    ) -> torch.Tensor:
+        """(len(answers),) float32 rewards of `answers` on `device`, answer i belonging to the batch's example
         `examples[i]`."""
         scores = self.reward(
             questions=[batch[QUESTIONS][example] for example in examples],
@@ -258,7 +260,7 @@ class PolicyGradient:
             answers=answers,
             human_answers=[batch[HUMAN_ANSWERS][example] for example in examples],
         )
-        scores = torch.as_tensor(scores, dtype=torch.float32).flatten()
+        scores = torch.as_tensor(scores, dtype=torch.float32, device=device).flatten()
         if scores.shape[0] != len(answers):
             raise ValueError(f"reward {self.reward!r}: returned {scores.shape[0]} scores for {len(answers)} answers")
         return scores
