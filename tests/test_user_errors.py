@@ -80,6 +80,13 @@ def test_objective_and_init_from_mistakes_are_one_line_user_errors() -> None:
         build(composed("objective=rl", "objective.baseline=mean").objective)
     with pytest.raises(CheckpointError, match=r"^checkpoint /no/such/run: folder not found; expected the"):
         trained_model("/no/such/run")
+    with pytest.raises(ConfigError) as error:  # a typo in a `_target_` override
+        build(composed("objective=rl", "objective.reward._target_=vqa.rewards.nope").objective)
+    message = str(error.value)
+    assert message.startswith("objective.reward._target_: cannot be imported (Error loading 'vqa.rewards.nope'")
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match=r"^objective\._target_: cannot be imported \(Error loading 'nope\.X'"):
+        build(composed("objective._target_=nope.X").objective)
 
 
 def test_values_that_transformers_refuses_become_one_config_line(tmp_path: Path) -> None:

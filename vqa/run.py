@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from transformers import TrainerState
 
 from vqa.baselines import AnswerPrior, shuffle_images
 from vqa.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
-from vqa.errors import UserError
+from vqa.errors import ConfigError, UserError, one_line
 from vqa.feature_cache import FeatureLookup, build_lookups
 from vqa.modeling import VQAModel
 from vqa.objectives import AnswerCrossEntropy
@@ -215,12 +216,18 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, with a user error of the target (bad data, a bad option) raised as itself: Hydra
-    wraps every exception of a target in an InstantiationException."""
+    wraps every exception of a target in an InstantiationException. A `_target_` that cannot be imported (a typo in
+    an override) is a ConfigError naming the config key."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
+        if isinstance(error.__cause__, ImportError):
+            # Hydra's message names the full key of a nested target (`full_key: objective.reward`).
+            nested = re.search(r"full_key: (\S+)", str(error))
+            key = nested.group(1) if nested else node._key()
+            raise ConfigError(f"{key}._target_: cannot be imported ({one_line(str(error.__cause__))})") from None
         raise
 
 
