@@ -6,12 +6,14 @@ forward, backward, AdamW step), so each setting differs in one thing only:
 - training, freeze=nothing: random batches (one question row per example, as the textbook; an image rarely repeats
   within a batch) vs image-grouped batches (each distinct image and question text encoded once per batch);
 - training, freeze=encoders (grouped): encoders run every step vs read from the feature cache;
-- generation: batched greedy decoding with the KV cache (`VQAModel.generate`) vs a per-question greedy loop
-  without a cache (the textbook's evaluation), on the same questions; their answers are compared;
+- generation: the collator's batches (each distinct image encoded once) and batched greedy decoding with the KV
+  cache (`VQAModel.generate`) vs the textbook's evaluation (one question at a time, its image encoded for it, greedy
+  without a cache), on the same questions; their answers are compared;
 - data: images decoded and preprocessed per second by the collator in DataLoader workers; peak memory.
 
 On a GPU (`--device cuda`) training runs under bf16 autocast with SDPA attention, and MFU is reported: model
-FLOPs per step (counted by torch's FlopCounterMode) times steps/s over the device's peak.
+FLOPs per step (counted by torch's FlopCounterMode) times steps/s over the device's peak. `--precision bf16` on a
+CPU with bf16 matrix units (AMX on Intel Sapphire Rapids and later) runs the same autocast there.
 
     python benchmarks/throughput.py [--preset tiny|base] [--device cpu|cuda] [--out benchmarks/results/...json]
 """
@@ -108,8 +110,11 @@ def model_and_processor(preset: str, train_split: Any, freeze: str) -> tuple[VQA
     return base_model_and_processor(train_split, freeze)
 
 
-def autocast(device: str) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast (matrix products in bf16, reductions in fp32: the Trainer's `bf16=True`), or nothing."""
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def synchronize(device: str) -> None:
@@ -125,6 +130,7 @@ def training_throughput(
     preset: str,
     splits: Any,
     device: str,
+    precision: str,
     freeze: str,
     grouped: bool,
     cached: bool,
@@ -145,7 +151,8 @@ def training_throughput(
     loader = DataLoader(
         train, batch_size=batch_size, sampler=sampler, collate_fn=collator, num_workers=workers, drop_last=True
     )
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    # Fused AdamW: the Trainer's default optimizer (`adamw_torch_fused`).
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
     warmup = 3
     batches = iter(loader)
     flops = None
@@ -156,7 +163,7 @@ def training_throughput(
         batch = to_device(next(batches), device)
 
         def forward(batch: dict[str, torch.Tensor] = batch) -> torch.Tensor:
-            with autocast(device):
+            with autocast(device, precision):
                 return model(**batch).loss
 
         if step == warmup - 1:  # FLOPs of one step, by component (counting slows the step: not a timed one)
@@ -192,55 +199,71 @@ def peak_flops(device: str) -> float | None:
 
 
 @torch.no_grad()
-def per_question_greedy(model: VQAModel, batch: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
-    """The textbook's evaluation: one question at a time, and every step re-runs the decoder on the whole prefix."""
+def textbook_greedy(model: VQAModel, batch: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
+    """The textbook's evaluation of one question (a batch of one): encode its image and question, then every step
+    re-runs the decoder over the whole prefix (no KV cache). Returns (1, max_new_tokens) ids, padded."""
     config = model.config.decoder_config
-    answers = torch.full((batch["attention_mask"].shape[0], max_new_tokens), config.pad_token_id)
-    for row in range(answers.shape[0]):
-        fused = model.encode(EncoderInputs.pick({name: tensor[row : row + 1] for name, tensor in batch.items()}))
-        tokens = torch.tensor([[config.bos_token_id]], device=fused.hidden_states.device)
-        for step in range(max_new_tokens):
-            logits = model.decoder(
-                inputs_embeds=model.decoder_embeddings(tokens, fused),
-                encoder_hidden_states=fused.hidden_states,
-                encoder_attention_mask=fused.attention_mask,
-                use_cache=False,
-            ).logits
-            next_token = logits[0, -1].argmax()
-            answers[row, step] = next_token
-            if next_token == config.eos_token_id:
-                break
-            tokens = torch.cat([tokens, next_token.view(1, 1)], dim=1)
-    return answers
+    answer = torch.full((1, max_new_tokens), config.pad_token_id)
+    fused = model.encode(EncoderInputs.pick(batch))
+    tokens = torch.tensor([[config.bos_token_id]], device=fused.hidden_states.device)
+    for step in range(max_new_tokens):
+        logits = model.decoder(
+            inputs_embeds=model.decoder_embeddings(tokens, fused),
+            encoder_hidden_states=fused.hidden_states,
+            encoder_attention_mask=fused.attention_mask,
+            use_cache=False,
+        ).logits
+        next_token = logits[0, -1].argmax()
+        answer[0, step] = next_token
+        if next_token == config.eos_token_id:
+            break
+        tokens = torch.cat([tokens, next_token.view(1, 1)], dim=1)
+    return answer
 
 
-def generation_throughput(preset: str, splits: Any, device: str, questions: int, batch_size: int) -> dict[str, Any]:
+def generation_throughput(
+    preset: str, splits: Any, device: str, precision: str, questions: int, batch_size: int
+) -> dict[str, Any]:
+    """Answers/s of evaluation as this codebase runs it against the textbook's, on the same questions, image
+    decoding and preprocessing included (one process):
+
+    - batched: the collator's batches of `batch_size` (each distinct image and question text decoded and encoded
+      once, the questions of an image next to each other as in VQA v2's files), `VQAModel.generate` (greedy, KV cache);
+    - textbook: one question at a time, its image decoded and encoded for it, greedy decoding without a cache.
+    """
     model, processor = model_and_processor(preset, splits["train"], "nothing")
     model.to(device).eval()
-    rows = splits["validation"].select(range(questions))
-    batch = to_device(processor(rows["question"], rows["image"]), device)
+    split = for_training(splits["validation"])
+    rows = [split[index] for index in list(ImageGroupedSampler(split["image_id"]))[:questions]]
     max_new_tokens = model.config.max_answer_tokens
-    with autocast(device):
-        model.generate(**{name: tensor[:8] for name, tensor in batch.items()})  # warm-up
+    grouped = VQACollator(processor, with_labels=False)
+    single = VQACollator(processor, with_labels=False, distinct_questions=False)
+    with autocast(device, precision):
+        model.generate(**to_device(grouped(rows[:8]), device))  # warm-up
         synchronize(device)
         start = time.perf_counter()
-        batched = torch.cat(
-            [
-                model.generate(**{name: tensor[i : i + batch_size] for name, tensor in batch.items()})
-                for i in range(0, questions, batch_size)
-            ]
-        )
+        batched, images = [], 0
+        for first in range(0, len(rows), batch_size):
+            batch = to_device(grouped(rows[first : first + batch_size]), device)
+            images += len(batch["pixel_values"])
+            generated = model.generate(**batch)
+            batched.append(torch.nn.functional.pad(generated, (0, max_new_tokens - generated.shape[1])))
         synchronize(device)
         batched_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        looped = per_question_greedy(model, batch, max_new_tokens)
+        looped = [textbook_greedy(model, to_device(single([row]), device), max_new_tokens) for row in rows]
         synchronize(device)
         looped_seconds = time.perf_counter() - start
-    same = [a == b for a, b in zip(processor.decode_answers(batched), processor.decode_answers(looped), strict=True)]
+    batched_answers = processor.decode_answers(torch.cat(batched).cpu())
+    looped_answers = processor.decode_answers(torch.cat(looped))
+    same = [a == b for a, b in zip(batched_answers, looped_answers, strict=True)]
     return {
-        "questions": questions,
-        "batched_kv_cache_answers_per_second": round(questions / batched_seconds, 1),
-        "per_question_no_cache_answers_per_second": round(questions / looped_seconds, 1),
+        "questions": len(rows),
+        "batch_size": batch_size,
+        "images_encoded_batched": images,
+        "images_encoded_textbook": len(rows),
+        "batched_kv_cache_answers_per_second": round(len(rows) / batched_seconds, 2),
+        "per_question_no_cache_answers_per_second": round(len(rows) / looped_seconds, 2),
         "speedup": round(looped_seconds / batched_seconds, 1),
         "same_answers": sum(same) / len(same),
     }
@@ -303,7 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per setting")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (the default run uses 2)")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="bf16: autocast for training and generation (default: bf16 on a GPU, fp32 on a CPU)",
+    )
     parser.add_argument("--questions", type=int, default=256, help="questions for the generation comparison")
+    parser.add_argument("--generation-batch-size", type=int, default=64, help="questions per generate call")
     parser.add_argument("--cache", default=".cache/vqa", help="easy-VQA dataset cache")
     parser.add_argument(
         "--coco-images", type=int, default=400, help="--preset base: images per split, written as 640x480 JPEGs"
@@ -312,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="JSON file (default benchmarks/results/throughput_<preset>_<device>.json)"
     )
     args = parser.parse_args(argv)
+    args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
 
     splits = build_easy_vqa(args.cache)
     images_folder = tempfile.TemporaryDirectory()
@@ -334,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.preset,
                 splits,
                 args.device,
+                args.precision,
                 freeze,
                 grouped,
                 cached,
@@ -351,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "preset": args.preset,
+        "precision": args.precision,
         "training": training,
         "ratios": {
             "image_grouped_over_random": round(
@@ -365,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
                 2,
             ),
         },
-        "generation": generation_throughput(args.preset, splits, args.device, args.questions, 256),
+        "generation": generation_throughput(
+            args.preset, splits, args.device, args.precision, args.questions, args.generation_batch_size
+        ),
         "data": data_throughput(splits, args.preset, args.batch_size, args.workers, batches=20),
         "feature_cache_disk_base": feature_cache_disk(splits),
         "peak_memory_gib": peak_memory_gib(),
@@ -379,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [f"\n{results['preset']} preset on {results['device']}", "| measurement | value |", "|---|---|"]
+    lines = [
+        f"\n{results['preset']} preset, {results['precision']}, on {results['device']}",
+        "| measurement | value |",
+        "|---|---|",
+    ]
     for name, result in results["training"].items():
         mfu = f", MFU {100 * result['mfu']:.1f}%" if result["mfu"] is not None else ""
         lines.append(f"| training, {name} | {result['samples_per_second']} samples/s{mfu} |")

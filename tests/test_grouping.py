@@ -120,3 +120,44 @@ def test_conv_stem_keeps_the_patch_grid_and_round_trips(tmp_path: Path) -> None:
     loaded = VQAModel.from_pretrained(tmp_path).eval()
     batch = make_batch()
     torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+def test_generation_projects_each_distinct_image_once() -> None:
+    """Greedy generation reads GPT-2's cross-attention keys and values from the shared rows (each distinct question
+    and image projected once), and writes the answers of the ungrouped batch; beam search projects every row."""
+    torch.manual_seed(0)
+    model = VQAModel(VQAConfig.tiny(dropout=0.0)).eval()
+    with torch.no_grad():  # larger weights than the init's, so that different inputs get different answers
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.3)
+    batch = make_batch(batch_size=6)
+    image_index, question_index = torch.tensor([0, 1, 1, 0, 0, 1]), torch.tensor([0, 1, 2, 2, 0, 1])
+    questions, question_mask, images = batch["input_ids"][:3], batch["attention_mask"][:3], batch["pixel_values"][:2]
+    shared = {"input_ids": questions, "attention_mask": question_mask, "question_index": question_index}
+    shared |= {"pixel_values": images, "image_index": image_index}
+    repeated = {"input_ids": questions[question_index], "attention_mask": question_mask[question_index]}
+    repeated |= {"pixel_values": images[image_index]}
+    projected: list[int] = []  # positions each cross-attention key/value projection saw, per call
+    hooks = [
+        block.crossattention.c_attn.register_forward_hook(
+            lambda module, args, out: projected.append(out.shape[:-1].numel())
+        )
+        for block in model.decoder.transformer.h
+    ]
+    answers = {}
+    for name, inputs in (("shared", shared), ("repeated", repeated)):
+        projected.clear()
+        answers[name] = model.generate(**inputs)
+        answers[name + " positions"] = sum(projected)
+    assert torch.equal(answers["shared"], answers["repeated"])
+    assert len({tuple(row) for row in answers["shared"].tolist()}) > 1  # not one answer for every question
+    vision = model.config.vision_config
+    layers, text_positions = len(hooks), questions.shape[1]
+    image_positions = 1 + (vision.image_size // vision.patch_size) ** 2  # CLS and the patches
+    assert answers["shared positions"] == layers * (3 * text_positions + 2 * image_positions)
+    assert answers["repeated positions"] == layers * 6 * (text_positions + image_positions)
+    projected.clear()
+    model.generate(**shared, num_beams=2)
+    assert sum(projected) == layers * 2 * 6 * (text_positions + image_positions)  # two beams per question
+    for hook in hooks:
+        hook.remove()

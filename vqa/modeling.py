@@ -346,6 +346,12 @@ class VQAModel(PreTrainedModel):
         fused = self.encode(EncoderInputs.pick(locals()))
         config = self.config.decoder_config
         bos = fused.attention_mask.new_full((fused.attention_mask.shape[0], 1), config.bos_token_id)
+        if num_beams == 1 and generate_kwargs.get("num_return_sequences", 1) == 1:
+            # Cross-attention keys and values once per distinct question and image, as in training. Beam search
+            # and several sequences per row expand the batch inside `generate`, which a filled cache does not follow.
+            cache = shared_cross_attention_cache(self.decoder, fused)
+            if cache is not None:
+                generate_kwargs["past_key_values"] = cache
         answers = self.decoder.generate(  # from `inputs_embeds`, generate returns the new tokens only
             inputs_embeds=self.decoder_embeddings(bos, fused),
             attention_mask=torch.ones_like(bos),
