@@ -19,7 +19,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 
 from vqa.errors import exit_on_user_error, exit_with
-from vqa.run import run
+from vqa.run import in_multirun, run, run_in_sweep
 
 # `${or_else:a,b}` is a unless a is null: conf/config.yaml uses it for the run folder of a resumed run.
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
@@ -32,6 +32,8 @@ OmegaConf.register_new_resolver(
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("vqa").setLevel(logging.INFO)
+    if in_multirun():  # a failed job is recorded and the sweep goes on; its report marks it and sets the exit status
+        return run_in_sweep(cfg)
     with exit_on_user_error():
         return run(cfg)
 

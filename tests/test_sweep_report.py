@@ -43,8 +43,10 @@ def test_seeds_get_their_own_column_and_each_configuration_its_mean_and_spread(
     write_sweep(tmp_path)
     assert sweep_report([str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "| run | seed | model.fusion | vqa_accuracy | acc_yes_no |" in printed
-    assert "| 4 | 1 | pooled | 94.0 | 93.0 |" in printed and "| 5 | 2 | pooled |  |  |" in printed
+    assert "| run | seed | status | model.fusion | vqa_accuracy | acc_yes_no |" in printed
+    assert (
+        "| 4 | 1 | finished | pooled | 94.0 | 93.0 |" in printed and "| 5 | 2 | unfinished | pooled |  |  |" in printed
+    )
     assert "1 of 6 runs have no metrics.json" in printed
     with (tmp_path / "report_by_configuration.csv").open() as file:
         summary = {row["model.fusion"]: row for row in csv.DictReader(file)}
@@ -78,4 +80,22 @@ def test_a_damaged_run_config_leaves_its_seed_cell_empty_with_a_warning(
     assert sweep_report([str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert f"warning: {tmp_path / '1' / '.hydra' / 'config.yaml'}: unreadable" in captured.err
-    assert "| 1 |  | tokens | 99.5 | 98.5 |" in captured.out
+    assert "| 1 |  | finished | tokens | 99.5 | 98.5 |" in captured.out
+
+
+def test_a_failed_job_is_marked_with_its_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_sweep(tmp_path)
+    (tmp_path / "5" / "error.json").write_text(
+        json.dumps({"error": "seed: got 'x' (str), expected int", "user_error": True})
+    )
+    (tmp_path / "4" / "error.json").write_text("{damaged")
+    assert sweep_report([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 5 | 2 | failed | pooled |  |  |" in printed
+    assert "run 5 failed: seed: got 'x' (str), expected int" in printed
+    # A damaged error.json still marks its job failed (its metrics are not counted), naming the file.
+    assert (
+        "| 4 | 1 | failed | pooled |  |  |" in printed
+        and f"run 4 failed: {tmp_path / '4' / 'error.json'}: unreadable" in printed
+    )
+    assert "no metrics.json" not in printed  # no job is merely unfinished

@@ -115,6 +115,23 @@ def test_overfit_memorises_a_handful_of_questions(tmp_path: Path, environment: d
     assert metrics["split"] == "train" and metrics["vqa_accuracy"] >= 95.0
 
 
+def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path, environment: dict[str, str]) -> None:
+    """The first job fails with a user error: the second still runs, the report marks the first with its error
+    line, and the multirun ends with exit status 2 (every failure a user error)."""
+    sweep_dir = tmp_path / "sweep"
+    overrides = ["baseline=prior", "shuffled_image_check=false", "seed=abc,0", f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", *overrides], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    printed = result.stdout[result.stdout.index("sweep report") :]
+    assert "| 0 | abc | failed |" in printed and "| 1 | 0 | finished |" in printed
+    assert "run 0 failed: seed: got 'abc' (str), expected int" in printed
+    assert json.loads((sweep_dir / "0" / "error.json").read_text())["user_error"] is True
+    assert (sweep_dir / "1" / "metrics.json").is_file() and (sweep_dir / "report.csv").is_file()
+    assert "1 of the sweep's jobs failed" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_baseline_ladder_sweep_and_its_report(
     tmp_path: Path, environment: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

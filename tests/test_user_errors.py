@@ -199,5 +199,5 @@ def test_sweep_report_lists_a_run_with_a_damaged_metrics_file(tmp_path: Path, ca
     assert sweep_report([str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert f"warning: {tmp_path / '1' / 'metrics.json'}: unreadable" in captured.err
-    assert "| 0 | 0 | 50.0 |" in captured.out and "| 1 | 1 |  |" in captured.out
-    assert "1 of 2 runs have no metrics.json (failed or unfinished)" in captured.out
+    assert "| 0 | 0 | finished | 50.0 |" in captured.out and "| 1 | 1 | unfinished |  |" in captured.out
+    assert "1 of 2 runs have no metrics.json (unfinished" in captured.out

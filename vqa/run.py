@@ -17,13 +17,14 @@ import transformers
 from datasets import Dataset
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerState
 
 from vqa.baselines import AnswerPrior, shuffle_images
 from vqa.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
-from vqa.errors import ConfigError, UserError, one_line
+from vqa.errors import FAILURE_FILE, ConfigError, UserError, one_line
 from vqa.feature_cache import FeatureLookup, build_lookups
 from vqa.modeling import VQAModel
 from vqa.objectives import AnswerCrossEntropy
@@ -77,16 +78,40 @@ def run(cfg: DictConfig) -> float | None:
 
     Raises:
         UserError: a wrong setting, file or checkpoint (one line; `train.py` prints it and exits with status 2). A
-            run folder that this call created and that holds nothing of a run yet is removed first.
+            run folder that this call created and that holds nothing of a run yet is removed first, except in a
+            multirun, where the folder keeps the failure (`run_in_sweep`).
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     created_here = not cfg.get("resume") or not (run_dir / "config.yaml").is_file()
     try:
         return train_and_evaluate(cfg, run_dir)
     except UserError:
-        if created_here:
+        if created_here and not in_multirun():
             remove_unstarted_run_folder(run_dir)
         raise
+
+
+def in_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_in_sweep(cfg: DictConfig) -> float | None:
+    """`run` as one job of a multirun: a job that fails does not stop the sweep. Its folder gets `error.json`
+    (the one-line error, and whether it was the user's mistake or a bug, whose traceback goes to the log), the
+    sweep goes on, and its report marks the job (`vqa.sweep_report`). Returns None for a failed job."""
+    try:
+        return run(cfg)
+    except Exception as error:  # recorded and reported; the sweep's other jobs still run
+        user_error = isinstance(error, UserError)
+        if user_error:
+            logger.error("error: %s", one_line(str(error)))
+        else:
+            logger.exception("this job failed with a bug (traceback above); the sweep goes on")
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        line = one_line(str(error) if user_error else f"{type(error).__name__}: {error}")
+        write_json(run_dir / FAILURE_FILE, {"error": line, "user_error": user_error})
+        return None
 
 
 def remove_unstarted_run_folder(run_dir: Path) -> None:

@@ -5,15 +5,17 @@
 Each run folder contributes one row: its seed (from `.hydra/config.yaml`), the overrides that differ between runs
 (from `.hydra/overrides.yaml`; the ones all runs share are listed above the table) and its `metrics.json`
 (`vqa_accuracy`, the shuffled-image check's accuracy as `shuffled_images`, and the per-answer-type accuracies).
-Runs without metrics (failed or unfinished) are listed with empty metric cells and counted, not dropped.
+Runs without metrics are listed with empty metric cells and counted, not dropped; a `status` column then says which
+failed (their `error.json`, written by the job: the error line is printed under the table) and which are
+unfinished.
 
 When a configuration (the varying overrides other than `seed`) ran with several seeds, as in
 `python train.py -m seed=0,1,2`, a second table gives each configuration's mean, standard deviation (n - 1) and
 range over its seeds, also written as `report_by_configuration.csv` beside the CSV.
 
-A multirun prints these tables when it ends (the `PrintReport` callback in conf/config.yaml); when one of its runs
-fails, Hydra stops the sweep before that callback, so run this module on the folder to see the finished runs beside
-the failed one.
+A multirun prints these tables when it ends (the `PrintReport` callback in conf/config.yaml). A job that fails does
+not stop the sweep (`vqa.run.run_in_sweep`): the other jobs run, the table marks it, and the multirun exits with
+status 2 when every failure was a user error, 1 when one was a bug.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vqa.errors import ArgumentParser, one_line
+from vqa.errors import FAILURE_FILE, USER_ERROR_EXIT_STATUS, ArgumentParser, one_line
 
 SEED = "seed"
+STATUS, ERROR, USER_ERROR = "status", "error", "user_error"  # row keys; error and user_error only for failed jobs
 
 
 def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -50,8 +53,12 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list
             row[key] = value
             if key not in override_columns:
                 override_columns.append(key)
+        failure = read_failure(run_dir / FAILURE_FILE)
+        if failure is not None:
+            row[STATUS], row[ERROR], row[USER_ERROR] = "failed", failure.get("error"), failure.get("user_error")
         metrics_file = run_dir / "metrics.json"
-        metrics = read_metrics(metrics_file) if metrics_file.is_file() else None
+        metrics = read_metrics(metrics_file) if metrics_file.is_file() and failure is None else None
+        row.setdefault(STATUS, "finished" if metrics is not None else "unfinished")
         if metrics is not None:
             flat = {"vqa_accuracy": metrics.get("vqa_accuracy")}
             if metrics.get("vqa_accuracy_shuffled_images") is not None:
@@ -110,6 +117,18 @@ def by_configuration(
     return summaries, [*configuration_columns, *summary_columns]
 
 
+def read_failure(path: Path) -> dict[str, Any] | None:
+    """A failed job's `error.json` (written by `vqa.run.run_in_sweep`), or None when the job did not fail there.
+    A damaged file still marks the job failed, with the damage as its error line."""
+    if not path.is_file():
+        return None
+    try:
+        failure = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return {"error": f"{path}: unreadable ({one_line(str(error))})", "user_error": False}
+    return failure if isinstance(failure, dict) else {"error": f"{path}: not a JSON object", "user_error": False}
+
+
 def read_metrics(path: Path) -> dict[str, Any] | None:
     """A run's metrics.json, or None (with a line on stderr naming it) when it is damaged: the run is then listed
     with empty metric cells and counted with the unfinished ones, not dropped."""
@@ -158,11 +177,15 @@ def report(sweep_dir: Path, csv_path: Path | None = None) -> int:
     common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
     if common:
         print(f"common overrides: {' '.join(common)}\n")
-    columns = ["run", SEED, *varying, *metric_columns]
+    status = [STATUS] if any(row[STATUS] != "finished" for row in rows) else []
+    columns = ["run", SEED, *status, *varying, *metric_columns]
     print(markdown_table(rows, columns))
-    unfinished = sum("vqa_accuracy" not in row for row in rows)
+    failed = [row for row in rows if row[STATUS] == "failed"]
+    for row in failed:
+        print(f"\nrun {row['run']} failed: {row[ERROR]}")
+    unfinished = sum(row[STATUS] == "unfinished" for row in rows)
     if unfinished:
-        print(f"\n{unfinished} of {len(rows)} runs have no metrics.json (failed or unfinished)")
+        print(f"\n{unfinished} of {len(rows)} runs have no metrics.json (unfinished, or stopped without error.json)")
     csv_path = csv_path or sweep_dir / "report.csv"
     csv_path.write_text(csv_table(rows, columns))
     print(f"\nCSV: {csv_path}")
@@ -180,8 +203,14 @@ class PrintReport(Callback):
     """Hydra callback (conf/config.yaml `hydra.callbacks`): the report of a multirun, printed when it ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        print(f"\nsweep report: {config.hydra.sweep.dir}\n", flush=True)
-        report(Path(config.hydra.sweep.dir))
+        """The report; then, when jobs failed, exit status 2 if each was the user's mistake, 1 if any was a bug."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        print(f"\nsweep report: {sweep_dir}\n", flush=True)
+        report(sweep_dir)
+        failed = [row for row in collect_rows(sweep_dir)[0] if row[STATUS] == "failed"]
+        if failed:
+            print(f"\n{len(failed)} of the sweep's jobs failed (above)", file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR_EXIT_STATUS if all(row[USER_ERROR] for row in failed) else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
