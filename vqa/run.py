@@ -103,13 +103,13 @@ def run_in_sweep(cfg: DictConfig) -> float | None:
         return run(cfg)
     except Exception as error:  # recorded and reported; the sweep's other jobs still run
         user_error = isinstance(error, UserError)
+        line = one_line(str(error) if user_error else f"{type(error).__name__}: {error}")
         if user_error:
-            logger.error("error: %s", one_line(str(error)))
+            logger.error("error: %s", line)
         else:
-            logger.exception("this job failed with a bug (traceback above); the sweep goes on")
+            logger.exception("this job failed with a bug (traceback below); the sweep goes on")
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        line = one_line(str(error) if user_error else f"{type(error).__name__}: {error}")
         write_json(run_dir / FAILURE_FILE, {"error": line, "user_error": user_error})
         return None
 

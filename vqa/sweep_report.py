@@ -166,12 +166,13 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def report(sweep_dir: Path, csv_path: Path | None = None) -> int:
-    """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`); 2 if no runs."""
+def report(sweep_dir: Path, csv_path: Path | None = None) -> list[dict[str, Any]]:
+    """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`). Returns the rows
+    reported (`collect_rows`), none (after an error line) when the folder holds no runs."""
     rows, override_columns, metric_columns = collect_rows(sweep_dir)
     if not rows:
         print(f"error: {sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
-        return 2
+        return rows
     # Overrides shared by every run (the sweep's fixed settings) go above the table, not into a column.
     varying = [key for key in override_columns if len({str(row.get(key)) for row in rows}) > 1]
     common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
@@ -196,7 +197,7 @@ def report(sweep_dir: Path, csv_path: Path | None = None) -> int:
         summary_path = csv_path.with_name(f"{csv_path.stem}_by_configuration.csv")
         summary_path.write_text(csv_table(summaries, summary_columns))
         print(f"\nCSV: {summary_path}")
-    return 0
+    return rows
 
 
 class PrintReport(Callback):
@@ -206,8 +207,7 @@ class PrintReport(Callback):
         """The report; then, when jobs failed, exit status 2 if each was the user's mistake, 1 if any was a bug."""
         sweep_dir = Path(config.hydra.sweep.dir)
         print(f"\nsweep report: {sweep_dir}\n", flush=True)
-        report(sweep_dir)
-        failed = [row for row in collect_rows(sweep_dir)[0] if row[STATUS] == "failed"]
+        failed = [row for row in report(sweep_dir) if row[STATUS] == "failed"]
         if failed:
             print(f"\n{len(failed)} of the sweep's jobs failed (above)", file=sys.stderr, flush=True)
             sys.exit(USER_ERROR_EXIT_STATUS if all(row[USER_ERROR] for row in failed) else 1)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holding 0/, 1/, ...)")
     parser.add_argument("--csv", type=Path, help="where to write the CSV (default: <sweep_dir>/report.csv)")
     args = parser.parse_args(argv)
-    return report(args.sweep_dir, args.csv)
+    return 0 if report(args.sweep_dir, args.csv) else USER_ERROR_EXIT_STATUS
 
 
 if __name__ == "__main__":
