@@ -18,6 +18,7 @@ import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from vqa.cluster import join_submitit_job
 from vqa.errors import exit_on_user_error, exit_with
 from vqa.run import in_multirun, run, run_in_sweep
 
@@ -32,6 +33,7 @@ OmegaConf.register_new_resolver(
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("vqa").setLevel(logging.INFO)
+    join_submitit_job()  # under hydra/launcher=slurm: this process is one DDP rank of the job (vqa/cluster.py)
     if in_multirun():  # a failed job is recorded and the sweep goes on; its report marks it and sets the exit status
         return run_in_sweep(cfg)
     with exit_on_user_error():

@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny random-init models and hand-made batches (no tokenizer, no hub)."""
+"""Shared fixtures: tiny random-init models and hand-made batches (no tokenizer, no hub), and the environment of
+the tests that run train.py in subprocesses."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -62,3 +65,11 @@ def tiny_model(tiny_config: VQAConfig) -> VQAModel:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     return make_batch()
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """For train.py subprocesses: a dataset cache shared within a test module, offline, no wandb unless a test asks."""
+    env = dict(os.environ)
+    env.update(VQA_CACHE=str(tmp_path_factory.mktemp("cache")), WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
+    return env

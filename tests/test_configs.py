@@ -20,14 +20,24 @@ def composed(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
+# What a GPU preset sets that a host without CUDA refuses, in the order the checks run, with the refusal.
+GPU_ONLY_ARGUMENTS = {
+    "fsdp": r"trainer\.args\.fsdp: FSDP shards only across GPUs",
+    "tf32": r"trainer\.args\.tf32: true needs an NVIDIA GPU",
+}
+
+
 def validated_on_this_host(*overrides: str) -> DictConfig:
-    """The composed config, validated; a GPU preset on a host without CUDA must first fail in one line, then pass
-    with TF32 off."""
+    """The composed config, validated; a GPU preset on a host without CUDA must first fail in one line for each
+    GPU-only setting, then pass without them."""
     cfg = composed(*overrides)
-    if cfg.trainer.args.get("tf32") and not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match=r"trainer\.args\.tf32: true needs an NVIDIA GPU"):
-            validate_config(cfg)
-        cfg = composed(*overrides, "trainer.args.tf32=null")
+    turned_off: list[str] = []
+    for name, refusal in GPU_ONLY_ARGUMENTS.items():
+        if cfg.trainer.args.get(name) and not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match=refusal):
+                validate_config(cfg)
+            turned_off.append(f"trainer.args.{name}=null")
+            cfg = composed(*overrides, *turned_off)
     validate_config(cfg)
     return cfg
 

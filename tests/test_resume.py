@@ -7,13 +7,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from transformers import TrainerState
 
+from tests.train_command import run_train as train
 from vqa.checkpoints import MANIFEST, checkpoint_problem, latest_complete_checkpoint
 from vqa.errors import CheckpointError
 
@@ -46,19 +46,6 @@ def _save_then_die(obj, f, *args, **kwargs):
 
 torch.save = _save_then_die
 """
-
-
-@pytest.fixture(scope="module")
-def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(VQA_CACHE=str(tmp_path_factory.mktemp("cache")), WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
-    return env
-
-
-def train(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *arguments], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
 
 
 def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,26 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.train_command import FAST, ROOT, run_train
 from vqa import VQAModel, VQAProcessor
 from vqa.checkpoints import MANIFEST
 from vqa.sweep_report import main as sweep_report
 
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["debug=fast", "trainer.args.disable_tqdm=true"]
-
-
-@pytest.fixture(scope="module")
-def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A shared dataset cache, offline, no wandb unless a test asks for it."""
-    env = dict(os.environ)
-    env.update(VQA_CACHE=str(tmp_path_factory.mktemp("cache")), WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
-    return env
-
 
 def train(arguments: list[str], env: dict[str, str], command: list[str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [*(command or [sys.executable]), "train.py", *arguments], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    """A run that must succeed."""
+    result = run_train(arguments, env, command)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -225,17 +213,46 @@ def test_two_runs_with_one_seed_log_bit_identical_losses(tmp_path: Path, environ
     assert logged_training(second) == logged
 
 
-def test_two_process_ddp_keeps_ranks_identical_and_reruns_bit_identical(
+def train_as_slurm_tasks(arguments: list[str], env: dict[str, str], log_dir: Path, tasks: int = 2) -> None:
+    """train.py started as `srun` starts the tasks of a one-node SLURM job from the SLURM launcher (submitit's
+    sbatch script sets SUBMITIT_EXECUTOR): one process per task, told its place only by SLURM's variables."""
+    job = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": str(tasks),
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NODELIST": "localhost",
+        "OMP_NUM_THREADS": "1",  # as torchrun sets it, so that both runs compute alike
+    }
+    torchrun_variables = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
+    base = {key: value for key, value in env.items() if key not in torchrun_variables} | job
+    processes = []
+    for rank in range(tasks):
+        task_env = base | {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
+        log = (log_dir / f"task_{rank}.log").open("w")
+        processes.append(
+            subprocess.Popen([sys.executable, "train.py", *arguments], cwd=ROOT, env=task_env, stdout=log, stderr=log)
+        )
+    for rank, process in enumerate(processes):
+        assert process.wait(timeout=600) == 0, (log_dir / f"task_{rank}.log").read_text()[-3000:]
+
+
+def test_two_process_ddp_under_torchrun_and_from_slurm_variables_train_alike(
     tmp_path: Path, environment: dict[str, str]
 ) -> None:
+    """Two ranks stay identical; the SLURM launcher's path (ranks from SLURM's variables, no torchrun) trains to the
+    same losses as torchrun, bit for bit."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
     ddp = ["trainer=ddp", *FAST, "trainer.args.max_steps=20", "trainer.args.eval_strategy=no"]
-    first, second = tmp_path / "ddp", tmp_path / "ddp_again"
+    first, second = tmp_path / "ddp", tmp_path / "slurm"
     train([*ddp, f"hydra.run.dir={first}"], environment, command=torchrun)
     card = json.loads((first / "run_card.json").read_text())
     assert card["world_size"] == 2 and card["parameters_identical_across_ranks"] is True
     assert json.loads((first / "metrics.json").read_text())["num_questions"] == 256
-    train([*ddp, f"hydra.run.dir={second}", "final_evaluation=false"], environment, command=torchrun)
+    train_as_slurm_tasks([*ddp, f"hydra.run.dir={second}", "final_evaluation=false"], environment, tmp_path)
+    assert "submitit task 1 of 2 (local rank 1) joins the job" in (tmp_path / "task_1.log").read_text()
+    assert json.loads((second / "run_card.json").read_text())["world_size"] == 2
     assert len(logged_training(first)) == 20 and logged_training(second) == logged_training(first)
 
 

@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.tensor import DTensor
 from transformers import TrainerState
 
 from vqa.baselines import AnswerPrior, shuffle_images
@@ -190,7 +191,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
         # trainer_state.json in the run folder: every logged loss and evaluation, unrounded (also without checkpoints).
         trainer.save_state()
-    parameters_in_sync = ranks_agree_on_parameters(trainer.model)
+    sharded = sharded_parameters(trainer.model)
+    # Under FSDP each rank holds its own shard of a weight: comparing them across ranks would say nothing.
+    parameters_in_sync = None if sharded else ranks_agree_on_parameters(trainer.model)
 
     final: dict[str, Any] = {}
     answers: list[str] = []
@@ -228,6 +231,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             write_json(run_dir / "predictions.json", official_results(splits[cfg.final_split], answers))
         card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, train_metrics, trainer.args.world_size)
         card["parameters_identical_across_ranks"] = parameters_in_sync
+        card["sharded_parameters"] = sharded
         card["feature_cache"] = {
             component: {"bytes": lookup.size_bytes, "folders": [str(store.folder) for store in lookup.stores]}
             for component, lookup in (collator.features or {}).items()
@@ -342,6 +346,12 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     write_json(run_dir / "run_card.json", card)
     print_summary(run_dir, metrics, card)
     return scores.get("vqa_accuracy")
+
+
+def sharded_parameters(model: torch.nn.Module) -> int:
+    """How many of the model's parameter tensors are split across ranks (trainer=fsdp: FSDP2 makes each a DTensor
+    sharded along its first dimension); 0 without FSDP."""
+    return sum(isinstance(parameter, DTensor) for parameter in model.parameters())
 
 
 def ranks_agree_on_parameters(model: torch.nn.Module) -> bool | None:

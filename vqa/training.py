@@ -85,6 +85,12 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
     args = cfg.trainer.args
     check_training_argument_types(OmegaConf.to_container(args, resolve=True))  # type: ignore[arg-type]
+    if args.get("fsdp") and not torch.cuda.is_available():
+        # accelerate applies FSDP to multi-GPU runs only; on CPU ranks it would train plain DDP without a word.
+        raise ConfigError(
+            "trainer.args.fsdp: FSDP shards only across GPUs and this host has no CUDA device (on CPU the Trainer "
+            "would silently train plain DDP); use trainer=ddp here, trainer=fsdp on GPUs"
+        )
     if args.get("tf32") and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.args.tf32: true needs an NVIDIA GPU (Ampere or newer) and this host has no CUDA device; "
@@ -113,7 +119,8 @@ def check_training_argument_types(args: dict[str, Any]) -> None:
     Raises:
         ConfigError: naming the first unknown key (with the closest option names) or wrongly typed value.
     """
-    hints = typing.get_type_hints(TrainingArguments)
+    # `fsdp` is annotated `str | None` so that its legacy strings still parse, but True is its documented value.
+    hints = typing.get_type_hints(TrainingArguments) | {"fsdp": bool | str | None}
     options = [field.name for field in dataclasses.fields(TrainingArguments) if field.init]
     for name, value in args.items():
         if name not in options:

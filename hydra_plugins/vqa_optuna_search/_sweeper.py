@@ -1,0 +1,70 @@
+"""`hparams_search=optuna`: Hydra's Optuna sweeper (hydra-optuna-sweeper), made to continue an interrupted search.
+
+The plugin already reopens a study that its storage holds (`load_if_exists`), but three things stop a search in an
+SQLite file inside the sweep folder from continuing as one search:
+
+- SQLite needs the file's folder to exist when the study is created, and the launcher creates the sweep folder
+  only when it starts the first job;
+- every start numbers its jobs from 0, so a continued search would write its trials into the folders of the first
+  ones;
+- every start seeds the sampler alike, so a continued search would repeat the first start's random trials.
+
+`ContinuingOptunaSweeper` creates the folder, numbers each job after the trials the study already holds (job folder
+N is Optuna's trial N, and the sweep table lists every trial of the search) and, when it continues a study,
+reseeds the sampler.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+logger = logging.getLogger(__name__)
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+class ContinuingOptunaSweeper(OptunaSweeper):
+    """The plugin's `OptunaSweeper`; a rerun of the same command continues the study where it stopped."""
+
+    def sweep(self, arguments: list[str]) -> Any:
+        storage, study_name = self.sweeper.storage, self.sweeper.study_name
+        if isinstance(storage, str) and storage.startswith(SQLITE_PREFIX):
+            Path(storage.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
+        trials_so_far = trials_in_storage(storage, study_name)
+        if trials_so_far:
+            logger.info("optuna study %s holds %d trials in %s: continuing", study_name, trials_so_far, storage)
+            # The configured seed made the first start's trials; the same seed would draw them again.
+            if hasattr(self.sweeper.sampler, "reseed_rng"):  # not the grid sampler, which is built later
+                self.sweeper.sampler.reseed_rng()
+        self.sweeper.job_idx = trials_so_far
+        try:
+            return super().sweep(arguments)
+        except ValueError:
+            # The plugin asks the study for its best trial at the end, which fails when every trial failed; the
+            # sweep table (printed next) then shows each failure, and the multirun's exit status says it failed.
+            if storage is None or completed_trials(storage, study_name):
+                raise
+            logger.error("optuna study %s: no trial finished, so there is no best trial", study_name)
+            return None
+
+
+def trials_in_storage(storage: str | None, study_name: str | None) -> int:
+    """How many trials (of any state) the study `study_name` holds in `storage`; 0 for no storage or no study."""
+    if storage is None or study_name is None:
+        return 0
+    import optuna  # the plugin's dependency, imported when a search runs
+
+    summaries = optuna.get_all_study_summaries(storage=storage)
+    return next((summary.n_trials for summary in summaries if summary.study_name == study_name), 0)
+
+
+def completed_trials(storage: str, study_name: str | None) -> int:
+    """How many trials of the study finished with a value."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))

@@ -1,0 +1,24 @@
+"""`python train.py ...` in a subprocess, as a researcher runs it (the tests that run whole runs share this)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["debug=fast", "trainer.args.disable_tqdm=true"]  # four steps end to end, without progress bars in logs
+
+
+def run_train(
+    arguments: list[str], env: dict[str, str], command: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run train.py (under `command`, such as torchrun, instead of python when given); stdout and stderr captured."""
+    return subprocess.run(
+        [*(command or [sys.executable]), "train.py", *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
