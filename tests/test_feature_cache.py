@@ -114,7 +114,7 @@ def test_any_change_of_key_rebuilds(splits: DatasetDict, tmp_path: Path) -> None
 def test_train_py_builds_reports_and_can_skip_the_cache(tmp_path: Path) -> None:
     env = dict(os.environ, VQA_CACHE=str(tmp_path / "data"), VQA_FEATURE_CACHE=str(tmp_path / "features"))
     env.update(WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
-    common = ["debug=fast", "model.freeze=encoders", "trainer.args.disable_tqdm=true"]
+    common = ["debug=fast", "model.freeze=encoders", "trainer.args.disable_tqdm=true", "report=false"]
     cards = {}
     for name, extra in [("cached", []), ("uncached", ["feature_cache.enabled=false"])]:
         run_dir = tmp_path / name

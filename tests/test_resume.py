@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Four steps with a checkpoint every two: the kill lands in the second checkpoint's write.
 RUN = [
     "debug=fast",
+    "report=false",
     "trainer.args.disable_tqdm=true",
     "trainer.args.save_strategy=steps",
     "trainer.args.save_steps=2",

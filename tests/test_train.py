@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.report_checks import sections_of_a_self_contained_page
 from tests.train_command import FAST, ROOT, run_train
 from vqa import VQAModel, VQAProcessor
 from vqa.checkpoints import MANIFEST
@@ -29,7 +30,7 @@ def train(arguments: list[str], env: dict[str, str], command: list[str] | None =
 def fast_run(tmp_path_factory: pytest.TempPathFactory, environment: dict[str, str]) -> tuple[Path, str]:
     """(run folder, stdout) of `python train.py debug=fast`."""
     run_dir = tmp_path_factory.mktemp("fast") / "run"
-    return run_dir, train([*FAST, f"hydra.run.dir={run_dir}"], environment).stdout
+    return run_dir, train([*FAST, "report=true", f"hydra.run.dir={run_dir}"], environment).stdout
 
 
 def test_fast_run_writes_the_run_folder(fast_run: tuple[Path, str]) -> None:
@@ -48,6 +49,21 @@ def test_fast_run_writes_the_run_folder(fast_run: tuple[Path, str]) -> None:
     model = VQAModel.from_pretrained(run_dir / "checkpoint")
     processor = VQAProcessor.from_pretrained(run_dir / "checkpoint")
     assert model.config.decoder_config.vocab_size >= processor.answer_vocab_size
+
+
+def test_a_run_ends_with_its_report_page(fast_run: tuple[Path, str]) -> None:
+    run_dir, stdout = fast_run
+    assert f"report            {run_dir / 'report.html'}" in stdout
+    page = (run_dir / "report.html").read_text()
+    assert sections_of_a_self_contained_page(page) == ["summary", "curves", "per-type", "baselines", "gallery"]
+    split = json.loads((run_dir / "predictions.json").read_text())
+    assert len(split) == 256 and "on 256 test questions" in page
+    # Four steps answer nothing right: the gallery holds six wrong answers, each with its attention overlay.
+    assert page.count('class="card wrong"') == 6 and page.count('class="card right"') == 0
+    assert page.count('alt="attention overlay"') == 6
+    for question_type in ("is there a", "what shape is present"):  # easy-VQA's question types, in the per-type table
+        assert f"<td>{question_type}</td>" in page
+    assert "most common training answer per question type" in page
 
 
 def test_rl_fine_tunes_a_finished_run_and_logs_its_reward(
@@ -118,6 +134,13 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path, environment: dict[
     assert json.loads((sweep_dir / "0" / "error.json").read_text())["user_error"] is True
     assert (sweep_dir / "1" / "metrics.json").is_file() and (sweep_dir / "report.csv").is_file()
     assert "1 of the sweep's jobs failed" in result.stderr and "Traceback" not in result.stderr
+    # report.html for the finished job (a prior: no model, so its gallery shows the bare images) and for the sweep.
+    run_page = (sweep_dir / "1" / "report.html").read_text()
+    assert "gallery" in sections_of_a_self_contained_page(run_page) and "No attention overlays" in run_page
+    assert 'class="card right"' in run_page and 'class="card wrong"' in run_page
+    sweep_page = (sweep_dir / "report.html").read_text()
+    assert sections_of_a_self_contained_page(sweep_page) == ["sweep"]
+    assert '<a href="1/report.html">1</a>' in sweep_page and "run 0 failed: seed: got" in sweep_page
 
 
 def test_baseline_ladder_sweep_and_its_report(
@@ -146,7 +169,7 @@ def test_baseline_ladder_sweep_and_its_report(
     assert VQAModel.from_pretrained(sweep_dir / "2" / "checkpoint").config.inputs == "question_only"
     assert sweep_report([str(sweep_dir)]) == 0
     output = capsys.readouterr().out.splitlines()
-    assert output[0].lower() == "common overrides: experiment=baseline_ladder debug=fast trainer.args.disable_tqdm=true"
+    assert output[0].lower() == f"common overrides: experiment=baseline_ladder {' '.join(FAST)}"
     csv_lines = (sweep_dir / "report.csv").read_text().splitlines()
     assert csv_lines[0] == "run,seed,baseline,vqa_accuracy,shuffled_images,acc_other,acc_yes_no" and len(csv_lines) == 6
 

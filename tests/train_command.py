@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["debug=fast", "trainer.args.disable_tqdm=true"]  # four steps end to end, without progress bars in logs
+# Four steps end to end, without progress bars in the logs, and without report.html (a few seconds a run; the tests
+# of the report ask for it).
+FAST = ["debug=fast", "trainer.args.disable_tqdm=true", "report=false"]
 
 
 def run_train(

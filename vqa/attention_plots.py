@@ -1,7 +1,7 @@
 """Matplotlib views of `AnswerAttention`: patch heat maps over the image, a layer-by-token grid, question bars.
 
 Each function returns a `matplotlib.figure.Figure` (shown inline in a notebook); `save_figure` writes a PNG and
-closes it. matplotlib is imported on first use: `pip install "vqa[plots]"` (the dev extra includes it).
+closes it. matplotlib is imported on first use.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ if TYPE_CHECKING:
 HEAT_MAP = "inferno"
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError('attention plots need matplotlib: pip install "vqa[plots]"') from error
+def pyplot() -> Any:
+    """matplotlib.pyplot, imported on first use (with the backend matplotlib picks: Agg without a display)."""
+    import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -67,7 +66,7 @@ def draw_question_bars(ax: Axes, maps: AnswerAttention, layer: Layer = "mean", h
 
 def plot_answer_attention(maps: AnswerAttention, layer: Layer = "mean", head: Head = "mean") -> Figure:
     """The image, one overlay per generated token (with the image's share of the attention), and question bars."""
-    plt = _pyplot()
+    plt = pyplot()
     steps = len(maps.answer_tokens)
     figure = plt.figure(figsize=(2.4 * (steps + 1), 5.2), layout="constrained")
     grid = figure.add_gridspec(2, steps + 1, height_ratios=[1.2, 1])
@@ -87,7 +86,7 @@ def plot_answer_attention(maps: AnswerAttention, layer: Layer = "mean", head: He
 
 def plot_layer_grid(maps: AnswerAttention, head: Head = "mean") -> Figure:
     """Patch heat maps in a grid: one row per decoder layer, then their mean and the rollout; one column per token."""
-    plt = _pyplot()
+    plt = pyplot()
     layers: list[Layer] = [*range(maps.num_layers), "mean", "rollout"]
     steps = len(maps.answer_tokens)
     figure, axes = plt.subplots(
@@ -107,7 +106,7 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return path
 
 

@@ -31,6 +31,7 @@ from vqa.modeling import VQAModel
 from vqa.objectives import AnswerCrossEntropy
 from vqa.predict import load_checkpoint
 from vqa.processing import VQACollator, VQAProcessor
+from vqa.report import write_report
 from vqa.resume import record_overrides, resumed_config, training_finished
 from vqa.run_outputs import metrics_content, official_results, run_card, write_json
 from vqa.training import (
@@ -240,6 +241,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         if answers and "wandb" in cfg.logger.report_to:
             log_sample_predictions(splits[cfg.final_split], answers, cfg.logger.get("sample_predictions", 32))
         print_summary(run_dir, metrics, card)
+        if cfg.get("report", True):
+            report_at_the_end(run_dir, splits=splits, model=trainer.model, processor=processor)
     return final.get("vqa_accuracy")
 
 
@@ -345,7 +348,20 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, {}, world_size=1)
     write_json(run_dir / "run_card.json", card)
     print_summary(run_dir, metrics, card)
+    if cfg.get("report", True):
+        report_at_the_end(run_dir, splits=splits)
     return scores.get("vqa_accuracy")
+
+
+def report_at_the_end(folder: Path, **run_parts: Any) -> None:
+    """report.html for the run (vqa/report.py). The run's own files are complete by now, so a report that fails is
+    logged with its traceback instead of failing the run."""
+    try:
+        path = write_report(folder, **run_parts)
+    except Exception:
+        logger.exception("report.html was not written (the run's other files are complete)")
+        return
+    print(f"report            {path}")
 
 
 def sharded_parameters(model: torch.nn.Module) -> int:

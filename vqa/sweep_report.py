@@ -208,6 +208,10 @@ class PrintReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         print(f"\nsweep report: {sweep_dir}\n", flush=True)
         failed = [row for row in report(sweep_dir) if row[STATUS] == "failed"]
+        if config.get("report", True):
+            from vqa.run import report_at_the_end  # the run machinery, imported when a multirun ends
+
+            report_at_the_end(sweep_dir)
         if failed:
             print(f"\n{len(failed)} of the sweep's jobs failed (above)", file=sys.stderr, flush=True)
             sys.exit(USER_ERROR_EXIT_STATUS if all(row[USER_ERROR] for row in failed) else 1)
