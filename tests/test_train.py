@@ -53,7 +53,7 @@ def test_fast_run_writes_the_run_folder(fast_run: tuple[Path, str]) -> None:
 
 def test_a_run_ends_with_its_report_page(fast_run: tuple[Path, str]) -> None:
     run_dir, stdout = fast_run
-    assert f"report            {run_dir / 'report.html'}" in stdout
+    assert f"report            {run_dir / 'report.html'} (" in stdout
     page = (run_dir / "report.html").read_text()
     assert sections_of_a_self_contained_page(page) == ["summary", "curves", "per-type", "baselines", "gallery"]
     split = json.loads((run_dir / "predictions.json").read_text())

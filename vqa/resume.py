@@ -41,6 +41,7 @@ RESUMABLE_KEYS = (
     "final_split",
     "final_evaluation",
     "shuffled_image_check",
+    "report",
     "logger",
 )
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"

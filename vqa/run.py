@@ -356,12 +356,13 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
 def report_at_the_end(folder: Path, **run_parts: Any) -> None:
     """report.html for the run (vqa/report.py). The run's own files are complete by now, so a report that fails is
     logged with its traceback instead of failing the run."""
+    start = time.perf_counter()
     try:
         path = write_report(folder, **run_parts)
     except Exception:
         logger.exception("report.html was not written (the run's other files are complete)")
         return
-    print(f"report            {path}")
+    print(f"report            {path} ({time.perf_counter() - start:.1f} s)")
 
 
 def sharded_parameters(model: torch.nn.Module) -> int:
