@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
+from vqa.data.schema import column
+
 PriorGrouping = Literal["question_type", "global"]
 PRIOR_GROUPINGS: tuple[str, ...] = ("question_type", "global")
 
@@ -95,7 +97,7 @@ def shuffle_images(dataset: Dataset, seed: int) -> Dataset:
     Raises:
         ValueError: when the split has fewer than two images.
     """
-    image_ids = np.asarray(dataset["image_id"])
+    image_ids = np.asarray(column(dataset, "image_id"))
     distinct, first_row, own = np.unique(image_ids, return_index=True, return_inverse=True)
     if len(distinct) < 2:
         raise ValueError(f"shuffled images: the split has {len(distinct)} image(s); expected at least two")

@@ -10,6 +10,7 @@ from typing import Any
 from datasets import Dataset
 
 from vqa.configuration import VQAConfig
+from vqa.data.schema import column
 from vqa.modeling import VQAModel
 from vqa.processing import VQAProcessor
 
@@ -39,8 +40,8 @@ def tiny_model_and_processor(
 ) -> tuple[VQAModel, VQAProcessor]:
     """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
     processor = VQAProcessor.train_tiny(
-        train_split["question"],
-        train_split["multiple_choice_answer"],
+        column(train_split, "question"),
+        column(train_split, "multiple_choice_answer"),
         image_size=image_size,
         question_vocab_size=question_vocab_size,
         answer_vocab_size=answer_vocab_size,

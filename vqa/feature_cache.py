@@ -29,6 +29,7 @@ from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
 from vqa.data.cache import fingerprint, publish_folder
+from vqa.data.schema import column
 from vqa.modeling import VQAModel
 from vqa.processing import VQAProcessor, open_image
 
@@ -140,9 +141,9 @@ def store_key(model: VQAModel, processor: VQAProcessor, component: str, dataset:
 def distinct_inputs(dataset: Dataset, component: str) -> list[str]:
     """The split's distinct image paths (image encoder) or question strings (text encoder), in first-seen order."""
     if component == "image_encoder":
-        column = dataset.cast_column("image", ImageFeature(decode=False))["image"]
-        return list(dict.fromkeys(image["path"] for image in column))
-    return list(dict.fromkeys(dataset["question"]))
+        images = column(dataset.cast_column("image", ImageFeature(decode=False)), "image")
+        return list(dict.fromkeys(image["path"] for image in images))
+    return list(dict.fromkeys(column(dataset, "question")))
 
 
 @torch.no_grad()

@@ -28,8 +28,9 @@ from typing import Any
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
+from vqa.data.schema import column, has_answers
 from vqa.errors import ArgumentParser, UserError, exit_on_user_error
-from vqa.metrics import ScoredQuestion, question_accuracy, vqa_accuracy
+from vqa.metrics import question_accuracy
 
 logger = logging.getLogger("vqa")
 
@@ -189,14 +190,10 @@ def learning_curves_section(log_history: list[dict[str, Any]]) -> str | None:
 def per_type_section(split: Dataset, predictions: list[str]) -> str:
     """Accuracy per answer type and per question type (official rules), worst first, with the question counts."""
     from vqa.report_figures import accuracy_bars
+    from vqa.training import official_accuracy
 
-    answer_types, question_types = split["answer_type"], split["question_type"]
-    accuracy = vqa_accuracy(
-        ScoredQuestion(qid, prediction, human, str(answer_type), str(question_type))
-        for qid, prediction, human, answer_type, question_type in zip(
-            split["question_id"], predictions, split["answers"], answer_types, question_types, strict=True
-        )
-    )
+    accuracy = official_accuracy(split, predictions)
+    answer_types, question_types = column(split, "answer_type"), column(split, "question_type")
     body = []
     for title, per_type, counts in [
         ("answer type", accuracy["perAnswerType"], Counter(map(str, answer_types))),
@@ -228,8 +225,8 @@ def baselines_section(metrics: dict[str, Any], splits: dict[str, Dataset] | None
             ("question_type", "most common training answer per question type"),
             ("global", "most common training answer"),
         ]:
-            prior = AnswerPrior.fit(train["multiple_choice_answer"], train["question_type"], by)
-            types, _ = prior.question_types(final_split["question_type"], final_split["question"])
+            prior = AnswerPrior.fit(column(train, "multiple_choice_answer"), column(train, "question_type"), by)
+            types, _ = prior.question_types(column(final_split, "question_type"), column(final_split, "question"))
             rows.append([label, percent(score_split(final_split, prior.predict(types)).get("vqa_accuracy"))])
     note = (
         "<p class=muted>A model that reads the image drops sharply on shuffled images; a model near the priors "
@@ -248,7 +245,8 @@ def gallery_section(
 
     rng = random.Random(seed)
     answered = has_answers(split)
-    scores = [question_accuracy(p, h) if answered else None for p, h in zip(predictions, split["answers"], strict=True)]
+    human_answers = column(split, "answers")
+    scores = [question_accuracy(p, h) if answered else None for p, h in zip(predictions, human_answers, strict=True)]
     if answered:
         right = [index for index, score in enumerate(scores) if score == 1.0]
         wrong = [index for index, score in enumerate(scores) if score == 0.0]
@@ -364,18 +362,14 @@ def read_predictions(path: Path, split: Dataset | None) -> list[str] | None:
     if split is None or not path.is_file():
         return None
     by_question = {entry["question_id"]: entry["answer"] for entry in read_json(path)}
-    missing = [qid for qid in split["question_id"] if qid not in by_question]
+    question_ids = column(split, "question_id")
+    missing = [qid for qid in question_ids if qid not in by_question]
     if missing:
         raise UserError(
             f"{path}: no answer for {len(missing)} of the split's {len(split)} questions (first: question_id "
             f"{missing[0]}); expected the predictions of this run's final split"
         )
-    return [by_question[qid] for qid in split["question_id"]]
-
-
-def has_answers(split: Dataset) -> bool:
-    answers = split["answers"]
-    return bool(answers) and bool(answers[0])
+    return [by_question[qid] for qid in question_ids]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

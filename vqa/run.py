@@ -25,6 +25,7 @@ from transformers import TrainerState
 
 from vqa.baselines import AnswerPrior, shuffle_images
 from vqa.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
+from vqa.data.schema import column
 from vqa.errors import FAILURE_FILE, ConfigError, UserError, one_line
 from vqa.feature_cache import FeatureLookup, build_lookups
 from vqa.modeling import VQAModel
@@ -286,7 +287,7 @@ def final_weights(checkpoint: Path, load_best_model_at_end: bool) -> Path:
 
 def count_cut_questions(processor: VQAProcessor, split: Dataset) -> int:
     """How many distinct questions of `split` are longer than the processor's question length (and get cut)."""
-    distinct = list(set(split["question"]))
+    distinct = list(set(column(split, "question")))
     lengths = processor.question_tokenizer(distinct, add_special_tokens=True, return_length=True)["length"]
     return sum(length > processor.max_question_length for length in lengths)
 
@@ -296,7 +297,7 @@ def shuffled_check_applies(cfg: DictConfig, split: Dataset) -> bool:
     split has at least two images to swap (otherwise one line says so)."""
     if not cfg.get("shuffled_image_check", False):
         return False
-    if len(set(split["image_id"])) < 2:
+    if len(set(column(split, "image_id"))) < 2:
         logger.warning("shuffled-image check skipped: the %s split has fewer than two images", cfg.final_split)
         return False
     return True
@@ -309,9 +310,11 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     passes unchanged by construction), predictions.json, run_card.json.
     """
     train = splits["train"]
-    prior = AnswerPrior.fit(train["multiple_choice_answer"], train["question_type"], cfg.prior.by)
+    prior = AnswerPrior.fit(column(train, "multiple_choice_answer"), column(train, "question_type"), cfg.prior.by)
     final_split = splits[cfg.final_split]
-    question_types, inferred = prior.question_types(final_split["question_type"], final_split["question"])
+    question_types, inferred = prior.question_types(
+        column(final_split, "question_type"), column(final_split, "question")
+    )
     answers = prior.predict(question_types)
     unseen = prior.count_unseen(question_types)
     logger.info(
@@ -328,7 +331,7 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     shuffled_accuracy = None
     if shuffled_check_applies(cfg, final_split) and scores:
         shuffled = shuffle_images(final_split, cfg.seed)
-        shuffled_types, _ = prior.question_types(shuffled["question_type"], shuffled["question"])
+        shuffled_types, _ = prior.question_types(column(shuffled, "question_type"), column(shuffled, "question"))
         shuffled_accuracy = score_split(shuffled, prior.predict(shuffled_types)).get("vqa_accuracy")
     baseline = {
         "name": "prior",

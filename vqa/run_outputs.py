@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from vqa.data.schema import column
+
 PACKAGES = ("vqa", "torch", "transformers", "datasets", "accelerate", "tokenizers", "hydra-core", "wandb")
 
 
@@ -52,7 +54,7 @@ def official_results(dataset: Dataset, answers: list[str]) -> list[dict[str, Any
     """Predictions in the official results format: `[{"question_id": ..., "answer": ...}]`."""
     return [
         {"question_id": question_id, "answer": answer}
-        for question_id, answer in zip(dataset["question_id"], answers, strict=True)
+        for question_id, answer in zip(column(dataset, "question_id"), answers, strict=True)
     ]
 
 

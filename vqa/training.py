@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from vqa.baselines import PRIOR_GROUPINGS
 from vqa.checkpoints import mark_complete
 from vqa.configuration import INPUTS
+from vqa.data.schema import column, has_answers
 from vqa.encoder_inputs import ENCODER_INPUT_NAMES
 from vqa.errors import ConfigError
 from vqa.freezing import resolve_freeze
@@ -215,24 +216,29 @@ def score_split(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float
     """Official VQA accuracy of `predictions` (in the split's order) against the split's human answers:
     `vqa_accuracy` and one `vqa_accuracy_<answer type>` per answer type; {} for a split without answers (a test
     split: predictions only)."""
-    answers = dataset["answers"]
-    if not answers or not answers[0]:
+    if not has_answers(dataset):
         return {}
-    accuracy = vqa_accuracy(
-        ScoredQuestion(qid, prediction, human, str(answer_type), str(question_type))
-        for qid, prediction, human, answer_type, question_type in zip(
-            dataset["question_id"],
-            predictions,
-            answers,
-            dataset["answer_type"],
-            dataset["question_type"],
-            strict=True,
-        )
-    )
+    accuracy = official_accuracy(dataset, predictions)
     metrics = {"vqa_accuracy": accuracy["overall"]}
     for answer_type, value in accuracy["perAnswerType"].items():
         metrics[f"vqa_accuracy_{metric_name(answer_type)}"] = value
     return metrics
+
+
+def official_accuracy(dataset: Dataset, predictions: Sequence[str]) -> dict[str, Any]:
+    """The official tool's accuracy dict (`overall`, `perQuestionType`, `perAnswerType`, percent) of `predictions`
+    (in the split's order) against a split with human answers."""
+    return vqa_accuracy(
+        ScoredQuestion(qid, prediction, human, str(answer_type), str(question_type))
+        for qid, prediction, human, answer_type, question_type in zip(
+            column(dataset, "question_id"),
+            predictions,
+            column(dataset, "answers"),
+            column(dataset, "answer_type"),
+            column(dataset, "question_type"),
+            strict=True,
+        )
+    )
 
 
 def metric_name(text: str) -> str:
@@ -352,7 +358,7 @@ class VQATrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.group_by_image:
             return super()._get_train_sampler(dataset)
-        return ImageGroupedSampler(dataset["image_id"], self.questions_per_image, seed=self.args.seed)
+        return ImageGroupedSampler(column(dataset, "image_id"), self.questions_per_image, seed=self.args.seed)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         # transformers 5.23's Trainer loads the checkpoint file with a plain load_state_dict: the ViT weights, saved

@@ -118,6 +118,12 @@ def with_image_column(dataset: Dataset) -> Dataset:
         return dataset.cast_column("image", Image())
 
 
+def column(dataset: Dataset, name: str) -> list[Any]:
+    """A column as a list, read in one piece. Iterating `dataset[name]` (a datasets `Column`) reads row by row: 1.16 s
+    for the 34,671 training question types of easy-VQA, against 0.08 s for the whole column."""
+    return dataset[name][:]
+
+
 def has_answers(dataset: Dataset) -> bool:
     """Whether the split carries human answers (test splits do not)."""
     return len(dataset) > 0 and len(dataset[0]["answers"]) > 0

@@ -6,7 +6,7 @@ import random
 
 from datasets import Dataset
 
-from vqa.data.schema import DataError
+from vqa.data.schema import DataError, column
 
 
 def validate_holdout(name: str, holdout: float | int) -> None:
@@ -29,7 +29,7 @@ def split_by_image(dataset: Dataset, holdout: float | int, seed: int = 0) -> tup
         (kept, held_out), each keeping the input's row order.
     """
     validate_holdout("holdout", holdout)
-    image_column = dataset["image_id"]
+    image_column = column(dataset, "image_id")
     image_ids = sorted(set(image_column))
     # A fraction holds out at least one image, so that tiny debug subsets still have a validation split.
     count = max(1, round(holdout * len(image_ids))) if isinstance(holdout, float) else holdout
