@@ -16,6 +16,7 @@ from tests.report_checks import sections_of_a_self_contained_page
 from tests.train_command import FAST, ROOT, run_train
 from vqa import VQAModel, VQAProcessor
 from vqa.checkpoints import MANIFEST
+from vqa.report import main as report_main
 from vqa.sweep_report import main as sweep_report
 
 
@@ -60,7 +61,13 @@ def test_a_run_ends_with_its_report_page(fast_run: tuple[Path, str]) -> None:
     assert len(split) == 256 and "on 256 test questions" in page
     # Four steps answer nothing right: the gallery holds six wrong answers, each with its attention overlay.
     assert page.count('class="card wrong"') == 6 and page.count('class="card right"') == 0
-    assert page.count('alt="attention overlay"') == 6
+    assert page.count('alt="attention overlay"') == 6 and "No attention overlays" not in page
+    # The same page again from the folder alone: the splits rebuilt from config.yaml, the model from checkpoint/.
+    (run_dir / "report.html").unlink()
+    assert report_main([str(run_dir)]) == 0
+    again = (run_dir / "report.html").read_text()
+    assert sections_of_a_self_contained_page(again) == ["summary", "curves", "per-type", "baselines", "gallery"]
+    assert again.count('alt="attention overlay"') == 6
     for question_type in ("is there a", "what shape is present"):  # easy-VQA's question types, in the per-type table
         assert f"<td>{question_type}</td>" in page
     assert "most common training answer per question type" in page
@@ -253,10 +260,9 @@ def train_as_slurm_tasks(arguments: list[str], env: dict[str, str], log_dir: Pat
     processes = []
     for rank in range(tasks):
         task_env = base | {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
-        log = (log_dir / f"task_{rank}.log").open("w")
-        processes.append(
-            subprocess.Popen([sys.executable, "train.py", *arguments], cwd=ROOT, env=task_env, stdout=log, stderr=log)
-        )
+        with (log_dir / f"task_{rank}.log").open("w") as log:  # the child keeps its own handle
+            command = [sys.executable, "train.py", *arguments]
+            processes.append(subprocess.Popen(command, cwd=ROOT, env=task_env, stdout=log, stderr=log))
     for rank, process in enumerate(processes):
         assert process.wait(timeout=600) == 0, (log_dir / f"task_{rank}.log").read_text()[-3000:]
 

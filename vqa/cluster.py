@@ -32,8 +32,10 @@ def join_submitit_job() -> int:
     if environment.world_size < 2:
         return 1
     # Every task sees all of its node's GPUs (gpus_per_node); the Trainer picks cuda:LOCAL_RANK among them, so
-    # CUDA_VISIBLE_DEVICES must stay as SLURM set it. The port is derived from the job id: the same in every task.
-    environment.export(set_cuda_visible_devices=False)
+    # CUDA_VISIBLE_DEVICES must stay as SLURM set it. The port is MASTER_PORT when the site or a `setup` line set
+    # it, else derived from the job id: the same in every task. overwrite: such a MASTER_PORT (or a MASTER_ADDR)
+    # is already in the environment, and submitit would refuse to export over it.
+    environment.export(set_cuda_visible_devices=False, overwrite=True)
     logger.info(
         "submitit task %d of %d (local rank %d) joins the job at %s:%d",
         environment.rank,

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Before gradio is imported: no usage reports, no version check against the network.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Before gradio is imported: no usage reports, no version check against the network, whatever the environment says.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import numpy as np
 import torch
@@ -112,7 +112,7 @@ def build_app(model: VQAModel, processor: VQAProcessor, top_k: int = 5) -> Any:
             return None, None
         return attention_views(maps, int(token.split(":")[0]), parse_choice(layer), parse_choice(head))
 
-    with gr.Blocks(title="vqa demo") as app:
+    with gr.Blocks(title="vqa demo", analytics_enabled=False) as app:
         gr.Markdown("## Ask the model about an image\nPick an example below or upload an image, then ask.")
         maps_state = gr.State(None)
         with gr.Row():

@@ -29,7 +29,7 @@ from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
 from vqa.data.schema import column, has_answers
-from vqa.errors import ArgumentParser, UserError, exit_on_user_error
+from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
 from vqa.metrics import question_accuracy
 
 logger = logging.getLogger("vqa")
@@ -53,13 +53,15 @@ th { background: #f5f5f5; } td.number { text-align: right; font-variant-numeric:
 
 @dataclass
 class Example:
-    """One question of the gallery; `picture` is a PNG data URI (the attention overlay, or the bare image)."""
+    """One question of the gallery; `picture` is a PNG data URI: the attention overlay (`with_attention`) or the
+    bare image."""
 
     question: str
     answer: str
     human_answers: list[str]
     accuracy: float | None
     picture: str
+    with_attention: bool
 
 
 def write_report(folder: Path, **run_parts: Any) -> Path:
@@ -121,11 +123,10 @@ def write_sweep_report(sweep_dir: Path) -> Path:
     """Write `<sweep_dir>/report.html`: the sweep's table (as `python -m vqa.sweep_report`), each run linked to its
     own report, and one bar plot per metric across the runs."""
     from vqa.report_figures import metric_by_run
-    from vqa.sweep_report import ERROR, SEED, STATUS, collect_rows
+    from vqa.sweep_report import ERROR, SEED, STATUS, collect_rows, split_overrides
 
     rows, override_columns, metric_columns = collect_rows(sweep_dir)
-    varying = [key for key in override_columns if len({str(row.get(key)) for row in rows}) > 1]
-    common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
+    varying, common = split_overrides(rows, override_columns)
     columns = ["run", SEED, STATUS, *varying, *metric_columns]
     body = [f"<p>{len(rows)} runs. Common overrides: <code>{escape(' '.join(common) or 'none')}</code></p>"]
     table_rows = []
@@ -214,11 +215,11 @@ def baselines_section(metrics: dict[str, Any], splits: dict[str, Dataset] | None
     from vqa.baselines import AnswerPrior
     from vqa.training import score_split
 
-    rows: list[list[Any]] = [["this model", percent(metrics.get("vqa_accuracy"))]]
+    rows: list[list[Any]] = [["this run", percent(metrics.get("vqa_accuracy"))]]
     shuffled = metrics.get("vqa_accuracy_shuffled_images")
     if shuffled is not None and metrics.get("vqa_accuracy") is not None:
         drop = metrics["vqa_accuracy"] - shuffled
-        rows.append(["this model, each question on a random other image", f"{percent(shuffled)} (drop {drop:.2f})"])
+        rows.append(["this run, each question on a random other image", f"{percent(shuffled)} (drop {drop:.2f})"])
     if splits is not None and final_split is not None and "train" in splits:
         train = splits["train"]
         for by, label in [
@@ -255,6 +256,8 @@ def gallery_section(
         )
     else:
         chosen = sorted(rng.sample(range(len(split)), min(2 * per_kind, len(split))))
+    if not chosen:
+        return section("gallery", "Sample predictions", "<p class=muted>No questions to show.</p>")
     rows = split.select(chosen)
     images, questions = list(rows["image"]), list(rows["question"])
     refusal = "no model (this run has no checkpoint)" if model is None else map_refusal(model)
@@ -266,11 +269,13 @@ def gallery_section(
             human_answers=list(rows[position]["answers"] or []),
             accuracy=scores[index],
             picture=attention_overlay(maps[position]) if maps is not None else plain_image(images[position]),
+            with_attention=maps is not None,
         )
         for position, index in enumerate(chosen)
     ]
     note = (
-        "<p class=muted>Overlay: the decoder's cross-attention on the image patches, mean over layers and heads, "
+        "<p class=muted>Overlay: the decoder's cross-attention on the image patches while it writes its greedy "
+        "answer (the card's answer unless the run evaluated with beam search), mean over layers and heads, "
         "averaged over the answer's tokens; the percentage is its share on the image rather than the question.</p>"
         if maps is not None
         else f"<p class=muted>No attention overlays: {escape(refusal)}.</p>"
@@ -280,6 +285,8 @@ def gallery_section(
 
 
 def example_card(example: Example) -> str:
+    """One gallery card: the picture, the question, the answer with its score, the human answers with counts."""
+    alt = "attention overlay" if example.with_attention else "image"
     kind = "" if example.accuracy is None else ("right" if example.accuracy == 1.0 else "wrong")
     humans = ", ".join(f"{escape(answer)} ({count})" for answer, count in Counter(example.human_answers).most_common())
     answer = (
@@ -289,7 +296,7 @@ def example_card(example: Example) -> str:
     )
     score = "" if example.accuracy is None else f" <span class=muted>(VQA accuracy {100 * example.accuracy:.0f})</span>"
     return (
-        f'<div class="card {kind}"><img alt="attention overlay" src="{example.picture}">'
+        f'<div class="card {kind}"><img alt="{alt}" src="{example.picture}">'
         f"<p><b>Q:</b> {escape(example.question)}</p>"
         f"<p><b>A:</b> {answer}{score}</p>" + (f"<p class=muted>humans: {humans}</p>" if humans else "") + "</div>"
     )
@@ -379,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--examples", type=int, default=EXAMPLES_PER_KIND, help="gallery: right and wrong answers shown of each"
     )
     args = parser.parse_args(argv)
+    if args.examples < 0:
+        exit_with(f"--examples: {args.examples}; expected 0 or more")
     with exit_on_user_error():
         run_parts = {"examples_per_kind": args.examples} if (args.folder / "metrics.json").is_file() else {}
         path = write_report(args.folder, **run_parts)

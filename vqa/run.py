@@ -212,10 +212,17 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
                 "shuffled_vqa_accuracy"
             )
 
+    # Under FSDP the whole weights are gathered from every rank's shard, so every rank takes part here; rank 0
+    # alone then writes them (trainer.save_model would gather again, waiting for ranks that have moved on).
+    # Written from the accelerate and transformers sources; not yet run on GPUs.
+    full_weights = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if trainer.is_world_process_zero():
 
         def write_checkpoint(folder: Path) -> None:
-            trainer.save_model(str(folder))
+            if full_weights is None:
+                trainer.save_model(str(folder))
+            else:
+                trainer.model.save_pretrained(folder, state_dict=full_weights)
             processor.save_pretrained(folder)
 
         replace_folder(run_dir / "checkpoint", write_checkpoint)
@@ -243,7 +250,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             log_sample_predictions(splits[cfg.final_split], answers, cfg.logger.get("sample_predictions", 32))
         print_summary(run_dir, metrics, card)
         if cfg.get("report", True):
-            report_at_the_end(run_dir, splits=splits, model=trainer.model, processor=processor)
+            # A sharded model would wait for the other ranks in its forward: the report then loads the checkpoint.
+            model = None if trainer.is_fsdp_enabled else trainer.model
+            report_at_the_end(run_dir, splits=splits, model=model, processor=processor)
     return final.get("vqa_accuracy")
 
 
@@ -362,6 +371,9 @@ def report_at_the_end(folder: Path, **run_parts: Any) -> None:
     start = time.perf_counter()
     try:
         path = write_report(folder, **run_parts)
+    except UserError as error:  # a folder the report cannot read (a sweep whose jobs all failed early, ...)
+        logger.warning("report.html was not written: %s", one_line(str(error)))
+        return
     except Exception:
         logger.exception("report.html was not written (the run's other files are complete)")
         return

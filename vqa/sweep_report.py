@@ -166,6 +166,14 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def split_overrides(rows: list[dict[str, Any]], override_columns: list[str]) -> tuple[list[str], list[str]]:
+    """(the override columns whose value differs between runs, `key=value` of the overrides every run shares).
+    The shared ones are the sweep's fixed settings: said once above the table, not as a column."""
+    varying = [key for key in override_columns if len({str(row.get(key)) for row in rows}) > 1]
+    common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
+    return varying, common
+
+
 def report(sweep_dir: Path, csv_path: Path | None = None) -> list[dict[str, Any]]:
     """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`). Returns the rows
     reported (`collect_rows`), none (after an error line) when the folder holds no runs."""
@@ -173,9 +181,7 @@ def report(sweep_dir: Path, csv_path: Path | None = None) -> list[dict[str, Any]
     if not rows:
         print(f"error: {sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
         return rows
-    # Overrides shared by every run (the sweep's fixed settings) go above the table, not into a column.
-    varying = [key for key in override_columns if len({str(row.get(key)) for row in rows}) > 1]
-    common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
+    varying, common = split_overrides(rows, override_columns)
     if common:
         print(f"common overrides: {' '.join(common)}\n")
     status = [STATUS] if any(row[STATUS] != "finished" for row in rows) else []

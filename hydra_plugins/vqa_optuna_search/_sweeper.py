@@ -25,6 +25,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 logger = logging.getLogger(__name__)
 
 SQLITE_PREFIX = "sqlite:///"
+NO_COMPLETED_TRIAL = "No trials are completed yet."  # optuna 2.10's error for the best trial of such a study
 
 
 class ContinuingOptunaSweeper(OptunaSweeper):
@@ -43,10 +44,10 @@ class ContinuingOptunaSweeper(OptunaSweeper):
         self.sweeper.job_idx = trials_so_far
         try:
             return super().sweep(arguments)
-        except ValueError:
+        except ValueError as error:
             # The plugin asks the study for its best trial at the end, which fails when every trial failed; the
             # sweep table (printed next) then shows each failure, and the multirun's exit status says it failed.
-            if storage is None or completed_trials(storage, study_name):
+            if str(error) != NO_COMPLETED_TRIAL:
                 raise
             logger.error("optuna study %s: no trial finished, so there is no best trial", study_name)
             return None
@@ -60,11 +61,3 @@ def trials_in_storage(storage: str | None, study_name: str | None) -> int:
 
     summaries = optuna.get_all_study_summaries(storage=storage)
     return next((summary.n_trials for summary in summaries if summary.study_name == study_name), 0)
-
-
-def completed_trials(storage: str, study_name: str | None) -> int:
-    """How many trials of the study finished with a value."""
-    import optuna
-
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
