@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import easy_vqa
 import pytest
 from PIL import Image
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -90,6 +91,14 @@ def test_report_page_renders_offline(trained_run: Path, browser: webdriver.Chrom
     assert Image.open(tmp_path / "report.png").size[0] > 0
 
 
+def shows_image(component: str) -> Callable[[webdriver.Chrome], bool]:
+    """A wait condition: the component (a CSS selector) shows a loaded image. Gradio replaces the element as values
+    arrive, so each check looks it up again."""
+    return lambda driver: any(
+        rendered(driver, image) for image in driver.find_elements(By.CSS_SELECTOR, f"{component} img")
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -127,13 +136,24 @@ def test_demo_answers_a_typed_question_with_its_attention(
         wait_for_server(url, server, log)
         requested_urls(browser)
         browser.get(url)
-        wait = WebDriverWait(browser, 60)
-        question = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "#question textarea"))
-        browser.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(image_path)
-        question.send_keys(QUESTION)
-        browser.find_element(By.CSS_SELECTOR, "#submit").click()
-        overlay = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "#overlay img"))
-        wait.until(lambda driver: rendered(driver, overlay))
+        # Gradio replaces elements as values arrive: look each one up again rather than hold a stale one.
+        wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
+        try:
+            question = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "#question textarea"))
+            browser.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(image_path)
+            # The page's scripts read the upload, and a loaded machine may still be starting them: submit only once
+            # the image shows (a submit without it gets the app's "upload an image" error instead of an answer).
+            wait.until(shows_image("#image"))
+            question.send_keys(QUESTION)
+            browser.find_element(By.CSS_SELECTOR, "#submit").click()
+            wait.until(shows_image("#overlay"))
+            wait.until(lambda driver: "Greedy answer" in driver.find_element(By.CSS_SELECTOR, "#note").text)
+        except TimeoutException:
+            browser.save_screenshot(str(tmp_path / "demo_timeout.png"))
+            raise AssertionError(
+                f"the demo did not answer in time (screenshot {tmp_path / 'demo_timeout.png'}); its log: "
+                f"{log.read_text()[-2000:]}"
+            ) from None
         assert f"Greedy answer: {expected_answer};" in browser.find_element(By.CSS_SELECTOR, "#note").text
         assert expected_top in browser.find_element(By.CSS_SELECTOR, "#answers").text
         words = browser.find_element(By.CSS_SELECTOR, "#words").text
