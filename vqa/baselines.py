@@ -55,6 +55,17 @@ class AnswerPrior:
             by, {kind: _most_common(counts) for kind, counts in per_type.items()}, _most_common(Counter(answers))
         )
 
+    @classmethod
+    def fit_split(cls, train: Dataset, by: PriorGrouping) -> AnswerPrior:
+        """`fit` on a training split's `multiple_choice_answer` and `question_type` columns."""
+        return cls.fit(column(train, "multiple_choice_answer"), column(train, "question_type"), by)
+
+    def answer_split(self, split: Dataset) -> tuple[list[str], list[str | None], int]:
+        """The prior's answer to each question of `split`, with the question types it used (read from the text
+        where the split has none) and how many were read so."""
+        question_types, inferred = self.question_types(column(split, "question_type"), column(split, "question"))
+        return self.predict(question_types), question_types, inferred
+
     def question_types(
         self, question_types: Sequence[str | None], questions: Sequence[str]
     ) -> tuple[list[str | None], int]:

@@ -226,9 +226,8 @@ def baselines_section(metrics: dict[str, Any], splits: dict[str, Dataset] | None
             ("question_type", "most common training answer per question type"),
             ("global", "most common training answer"),
         ]:
-            prior = AnswerPrior.fit(column(train, "multiple_choice_answer"), column(train, "question_type"), by)
-            types, _ = prior.question_types(column(final_split, "question_type"), column(final_split, "question"))
-            rows.append([label, percent(score_split(final_split, prior.predict(types)).get("vqa_accuracy"))])
+            answers = AnswerPrior.fit_split(train, by).answer_split(final_split)[0]
+            rows.append([label, percent(score_split(final_split, answers).get("vqa_accuracy"))])
     note = (
         "<p class=muted>A model that reads the image drops sharply on shuffled images; a model near the priors "
         "answers from the question alone.</p>"

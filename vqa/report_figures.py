@@ -85,10 +85,14 @@ def plain_image(image: Any) -> str:
 
 
 def metric_by_run(runs: Sequence[str], values: Sequence[float | None], metric: str) -> str:
-    """A sweep's metric, one bar per run (a missing value, a failed run, is left empty)."""
+    """A sweep's metric, one bar per run; a run without the value (failed or unfinished) is marked "no value"
+    instead of a bar, so that it does not read as a zero."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(max(4.0, 0.5 * len(runs) + 2), 2.8), layout="constrained")
     axis.bar(range(len(runs)), [0.0 if value is None else value for value in values], color="#55a868")
+    for index, value in enumerate(values):
+        if value is None:
+            axis.text(index, 0, "no value", rotation=90, ha="center", va="bottom", fontsize=7, color="#c44e52")
     axis.set_xticks(range(len(runs)), runs, fontsize=8)
     axis.set_xlabel("run")
     axis.set_ylabel(metric)
