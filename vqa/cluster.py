@@ -18,19 +18,19 @@ logger = logging.getLogger("vqa")
 SUBMITIT_EXECUTOR = "SUBMITIT_EXECUTOR"
 
 
-def join_submitit_job() -> int:
+def join_submitit_job() -> None:
     """In a submitit task of a job with several tasks, export the torch.distributed variables of this task.
 
     Does nothing outside submitit, in a one-task job, or when RANK is already set (torchrun inside the job): the
-    process then runs as it would have without this call. Returns the job's number of tasks (1 when none).
+    process then runs as it would have without this call.
     """
     if SUBMITIT_EXECUTOR not in os.environ or "RANK" in os.environ:
-        return 1
+        return
     from submitit.helpers import TorchDistributedEnvironment  # imported here: plain runs do not need submitit
 
     environment = TorchDistributedEnvironment()
     if environment.world_size < 2:
-        return 1
+        return
     # Every task sees all of its node's GPUs (gpus_per_node); the Trainer picks cuda:LOCAL_RANK among them, so
     # CUDA_VISIBLE_DEVICES must stay as SLURM set it. The port is MASTER_PORT when the site or a `setup` line set
     # it, else derived from the job id: the same in every task. overwrite: such a MASTER_PORT (or a MASTER_ADDR)
@@ -44,4 +44,3 @@ def join_submitit_job() -> int:
         environment.master_addr,
         environment.master_port,
     )
-    return environment.world_size

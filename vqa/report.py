@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from vqa.data.schema import column, has_answers
 from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
 from vqa.metrics import question_accuracy
+from vqa.sweep_report import Collected
 
 logger = logging.getLogger("vqa")
 
@@ -64,12 +65,20 @@ class Example:
     with_attention: bool
 
 
-def write_report(folder: Path, **run_parts: Any) -> Path:
-    """report.html for a run folder or a multirun folder (see `write_run_report` for `run_parts`)."""
+def write_report(
+    folder: Path,
+    splits: dict[str, Dataset] | None = None,
+    model: Any = None,
+    processor: Any = None,
+    examples_per_kind: int = EXAMPLES_PER_KIND,
+    collected: Collected | None = None,
+) -> Path:
+    """report.html for a run folder (`write_run_report`, which takes the first four options) or a multirun folder
+    (`write_sweep_report`, which takes `collected`)."""
     if (folder / "metrics.json").is_file():
-        return write_run_report(folder, **run_parts)
+        return write_run_report(folder, splits, model, processor, examples_per_kind)
     if any(folder.glob("*/.hydra/overrides.yaml")):
-        return write_sweep_report(folder)
+        return write_sweep_report(folder, collected)
     raise UserError(
         f"{folder}: not a run folder (no metrics.json) nor a multirun folder (no <job>/.hydra/overrides.yaml); "
         "expected the folder of a finished run or sweep"
@@ -119,13 +128,14 @@ def write_run_report(
     return path
 
 
-def write_sweep_report(sweep_dir: Path) -> Path:
+def write_sweep_report(sweep_dir: Path, collected: Collected | None = None) -> Path:
     """Write `<sweep_dir>/report.html`: the sweep's table (as `python -m vqa.sweep_report`), each run linked to its
-    own report, and one bar plot per metric across the runs."""
+    own report, and one bar plot per metric across the runs. `collected`: the sweep's rows when the caller has
+    read them already (`vqa.sweep_report.collect_rows`)."""
     from vqa.report_figures import metric_by_run
     from vqa.sweep_report import ERROR, SEED, STATUS, collect_rows, split_overrides
 
-    rows, override_columns, metric_columns = collect_rows(sweep_dir)
+    rows, override_columns, metric_columns = collected or collect_rows(sweep_dir)
     varying, common = split_overrides(rows, override_columns)
     columns = ["run", SEED, STATUS, *varying, *metric_columns]
     body = [f"<p>{len(rows)} runs. Common overrides: <code>{escape(' '.join(common) or 'none')}</code></p>"]
@@ -388,8 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.examples < 0:
         exit_with(f"--examples: {args.examples}; expected 0 or more")
     with exit_on_user_error():
-        run_parts = {"examples_per_kind": args.examples} if (args.folder / "metrics.json").is_file() else {}
-        path = write_report(args.folder, **run_parts)
+        path = write_report(args.folder, examples_per_kind=args.examples)
     print(f"report: {path}")
     return 0
 

@@ -371,12 +371,12 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     return scores.get("vqa_accuracy")
 
 
-def report_at_the_end(folder: Path, **run_parts: Any) -> None:
-    """report.html for the run (vqa/report.py). The run's own files are complete by now, so a report that fails is
-    logged with its traceback instead of failing the run."""
+def report_at_the_end(folder: Path, **parts: Any) -> None:
+    """report.html for a run or a sweep (`parts`: what `vqa.report.write_report` can reuse). The run's own files are
+    complete by now, so a report that fails is logged with its traceback instead of failing the run."""
     start = time.perf_counter()
     try:
-        path = write_report(folder, **run_parts)
+        path = write_report(folder, **parts)
     except UserError as error:  # a folder the report cannot read (a sweep whose jobs all failed early, ...)
         logger.warning("report.html was not written: %s", one_line(str(error)))
         return

@@ -38,7 +38,11 @@ SEED = "seed"
 STATUS, ERROR, USER_ERROR = "status", "error", "user_error"  # row keys; error and user_error only for failed jobs
 
 
-def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+# What `collect_rows` returns: the rows, the override columns and the metric columns.
+Collected = tuple[list[dict[str, Any]], list[str], list[str]]
+
+
+def collect_rows(sweep_dir: Path) -> Collected:
     """Rows (one per run), override columns and metric columns, in a stable order."""
     rows: list[dict[str, Any]] = []
     override_columns: list[str] = []
@@ -174,10 +178,11 @@ def split_overrides(rows: list[dict[str, Any]], override_columns: list[str]) -> 
     return varying, common
 
 
-def report(sweep_dir: Path, csv_path: Path | None = None) -> list[dict[str, Any]]:
+def report(sweep_dir: Path, csv_path: Path | None = None, collected: Collected | None = None) -> list[dict[str, Any]]:
     """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`). Returns the rows
-    reported (`collect_rows`), none (after an error line) when the folder holds no runs."""
-    rows, override_columns, metric_columns = collect_rows(sweep_dir)
+    reported (`collect_rows`, or `collected` when the caller has read them), none (after an error line) when the
+    folder holds no runs."""
+    rows, override_columns, metric_columns = collected or collect_rows(sweep_dir)
     if not rows:
         print(f"error: {sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
         return rows
@@ -213,11 +218,12 @@ class PrintReport(Callback):
         """The report; then, when jobs failed, exit status 2 if each was the user's mistake, 1 if any was a bug."""
         sweep_dir = Path(config.hydra.sweep.dir)
         print(f"\nsweep report: {sweep_dir}\n", flush=True)
-        failed = [row for row in report(sweep_dir) if row[STATUS] == "failed"]
+        collected = collect_rows(sweep_dir)  # once: read again, a damaged metrics.json would be warned about twice
+        failed = [row for row in report(sweep_dir, collected=collected) if row[STATUS] == "failed"]
         if config.get("report", True):
             from vqa.run import report_at_the_end  # the run machinery, imported when a multirun ends
 
-            report_at_the_end(sweep_dir)
+            report_at_the_end(sweep_dir, collected=collected)
         if failed:
             print(f"\n{len(failed)} of the sweep's jobs failed (above)", file=sys.stderr, flush=True)
             sys.exit(USER_ERROR_EXIT_STATUS if all(row[USER_ERROR] for row in failed) else 1)

@@ -126,7 +126,7 @@ def column(dataset: Dataset, name: str) -> list[Any]:
 
 def has_answers(dataset: Dataset) -> bool:
     """Whether the split carries human answers (test splits do not)."""
-    return len(dataset) > 0 and len(dataset[0]["answers"]) > 0
+    return len(dataset) > 0 and len(dataset["answers"][0]) > 0  # the column alone: a row would decode its image
 
 
 @contextmanager
