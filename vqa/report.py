@@ -65,18 +65,11 @@ class Example:
     with_attention: bool
 
 
-def write_report(
-    folder: Path,
-    splits: dict[str, Dataset] | None = None,
-    model: Any = None,
-    processor: Any = None,
-    examples_per_kind: int = EXAMPLES_PER_KIND,
-    collected: Collected | None = None,
-) -> Path:
-    """report.html for a run folder (`write_run_report`, which takes the first four options) or a multirun folder
-    (`write_sweep_report`, which takes `collected`)."""
+def write_report(folder: Path, collected: Collected | None = None, **run_parts: Any) -> Path:
+    """report.html for a run folder (`write_run_report`, given `run_parts`) or a multirun folder
+    (`write_sweep_report`, given `collected`; a sweep's page has no gallery, so `run_parts` do not apply)."""
     if (folder / "metrics.json").is_file():
-        return write_run_report(folder, splits, model, processor, examples_per_kind)
+        return write_run_report(folder, **run_parts)
     if any(folder.glob("*/.hydra/overrides.yaml")):
         return write_sweep_report(folder, collected)
     raise UserError(
