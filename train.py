@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -51,11 +52,26 @@ def composition_error_line(error: Exception) -> str:
     return message
 
 
+def conflicting_modes(arguments: list[str]) -> str | None:
+    """The one-line refusal of `-m` together with `--cfg` (Hydra raises a ValueError with a traceback for it), or
+    None: `--cfg` prints one composed config, and a sweep has one per job."""
+    multirun = any(argument in ("-m", "--multirun") for argument in arguments)
+    prints_config = any(argument in ("-c", "--cfg") or argument.startswith("--cfg=") for argument in arguments)
+    if multirun and prints_config:
+        return (
+            "-m and --cfg together: --cfg prints one composed config and a sweep composes one per job; drop -m and "
+            "give each swept key one value (python train.py seed=0 --cfg job)"
+        )
+    return None
+
+
 if __name__ == "__main__":
     # Hydra prints its own errors with a stack-trace hint and exit status 1; with HYDRA_FULL_ERROR it raises them
     # instead, so a mistake on the command line becomes one line and exit status 2 here, and a genuine bug in a
     # run keeps its full traceback.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    if (conflict := conflicting_modes(sys.argv[1:])) is not None:
+        exit_with(conflict)
     try:
         main()
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:

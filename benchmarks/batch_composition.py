@@ -26,6 +26,7 @@ import torch
 from default_run import default_config_and_data, default_model
 from torch.utils.data import RandomSampler
 
+from vqa.provenance import provenance
 from vqa.sampling import ImageGroupedSampler
 from vqa.training import load_checkpoint_weights
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "batches": args.batches,
         "batch_size": batch_size,
         "compositions": results,
+        "provenance": provenance(Path(__file__).resolve().parents[1], device="cpu"),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

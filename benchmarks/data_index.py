@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import random
 import subprocess
 import sys
@@ -24,6 +22,8 @@ import time
 from pathlib import Path
 
 from PIL import Image
+
+from vqa.provenance import provenance
 
 ANSWER_WORDS = ["yes", "no", "2", "1", "white", "red", "blue", "dog", "tennis", "kitchen", "frisbee", "3", "black"]
 QUESTION_STARTS = ["What color is the", "Is there a", "How many", "What is the man holding", "Is this a"]
@@ -124,8 +124,8 @@ def main() -> None:
         "rebuild_with_remembered_verification_seconds": round(rebuilt["seconds"], 1),
         "rebuild_images_decoded": rebuilt["images_decoded"],
         "rows": first["rows"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "command": "python benchmarks/data_index.py",
+        "provenance": provenance(Path(__file__).resolve().parents[1], device="cpu"),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from default_run import default_config_and_data, default_model
 
 import vqa.fusion
 import vqa.modeling
+from vqa.provenance import provenance
 from vqa.sampling import ImageGroupedSampler
 
 BATCHES = 20
@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     report = {
         "command": "python benchmarks/determinism.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "batches": BATCHES,
         "batch_size": batch_size,
         "variants": results,
+        "provenance": provenance(Path(__file__).resolve().parents[1], device="cpu"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -71,6 +71,7 @@ if str(ROOT) not in sys.path:
 from PIL import Image  # noqa: E402
 
 from tests.vqa_v2_fixture import write_vqa_v2  # noqa: E402
+from vqa.provenance import provenance  # noqa: E402
 
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PY = str(VENV_PYTHON) if VENV_PYTHON.is_file() else sys.executable
@@ -1333,6 +1334,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "cpus": os.cpu_count(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "provenance": provenance(ROOT),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

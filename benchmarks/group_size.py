@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from default_run import default_config_and_data, default_model
 
+from vqa.provenance import provenance
 from vqa.sampling import ImageGroupedSampler
 
 STEPS = 60
@@ -55,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(results[-1]), flush=True)
     command = "python benchmarks/group_size.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.out.write_text(json.dumps({"command": command, "steps": STEPS, "results": results}, indent=2) + "\n")
+    report = {
+        "command": command,
+        "steps": STEPS,
+        "results": results,
+        "provenance": provenance(Path(__file__).resolve().parents[1], device="cpu"),
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from throughput import coco_size_split, model_and_processor
 from vqa.data import build_easy_vqa
 from vqa.feature_cache import build_lookups
 from vqa.processing import VQACollator
+from vqa.provenance import provenance
 from vqa.sampling import ImageGroupedSampler
 from vqa.training import for_training
 
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(points[-1]), file=sys.stderr, flush=True)
     results = {
         "command": " ".join(["python", *sys.argv]),
-        "device": f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "precision": "fp32",
         "steps": STEPS,
         "points": points,
+        "provenance": provenance(Path(__file__).resolve().parents[1], device="cpu"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

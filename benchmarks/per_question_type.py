@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from vqa.metrics import ScoredQuestion, vqa_accuracy
+from vqa.provenance import provenance
 
 
 def per_question_type(run_dir: Path) -> dict[str, Any]:
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     records = [per_question_type(run_dir) for run_dir in args.run_dirs]
     command = "python benchmarks/per_question_type.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.out.write_text(json.dumps({"command": command, "runs": records}, indent=2) + "\n")
+    report = {"command": command, "runs": records, "provenance": provenance(Path(__file__).resolve().parents[1])}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     for record in records:
         print(f"{record['run']}: {record['overall']} on {record['split']}")
         for question_type, value in record["per_question_type"].items():

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from vqa.provenance import provenance
+
 RUN_FILES = ("metrics.json", "run_card.json", "trainer_state.json")
 
 
@@ -54,6 +56,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         "seed": metrics.get("seed"),
         "overrides": run_overrides(run_dir),
         "git_commit": card.get("git_commit"),
+        "device": card.get("device"),
         "test": {key: metrics[key] for key in ("vqa_accuracy", "vqa_accuracy_shuffled_images", "per_answer_type")},
         "wall_seconds": card["wall_seconds"],
         "train_seconds": card["train_seconds"],
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     records = [run_record(run_dir) for run_dir in run_dirs]
     command = "python benchmarks/seed_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.out.write_text(json.dumps({"command": command, "runs": records}, indent=2) + "\n")
+    report = {"command": command, "runs": records, "provenance": provenance(Path(__file__).resolve().parents[1])}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(records))
     return 0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import resource
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from vqa.encoder_inputs import EncoderInputs
 from vqa.feature_cache import build_lookups
 from vqa.flops import flops_by_component
 from vqa.processing import VQACollator
+from vqa.provenance import provenance
 from vqa.sampling import ImageGroupedSampler
 from vqa.training import for_training
 
@@ -377,9 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     rate = {name: result["samples_per_second"] for name, result in training.items()}
     results = {
         "command": " ".join(["python", *sys.argv]),
-        "device": torch.cuda.get_device_name(0)
-        if args.device == "cuda"
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "preset": args.preset,
         "precision": args.precision,
@@ -403,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": data_throughput(splits, args.preset, args.batch_size, args.workers, batches=20),
         "feature_cache_disk_base": feature_cache_disk(splits),
         "peak_memory_gib": peak_memory_gib(),
+        "provenance": provenance(Path(__file__).resolve().parents[1], device=args.device),
     }
     out = args.out or Path("benchmarks/results") / f"throughput_{args.preset}_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -414,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        f"\n{results['preset']} preset, {results['precision']}, on {results['device']}",
+        f"\n{results['preset']} preset, {results['precision']}, on {results['provenance']['device']}",
         "| measurement | value |",
         "|---|---|",
     ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import torch
 from throughput import base_config
 
 from vqa import VQAModel
+from vqa.provenance import provenance
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "tokens": {},
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14}{results[name]['samples_per_second']:>8} samples/s{results[name]['peak_rss_gib']:>8} GiB")
     report = {
         "command": "python benchmarks/variants.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "batch_size": args.batch_size,
         "timed_steps": args.steps,
         "variants": results,
+        "provenance": provenance(Path(__file__).resolve().parents[1], device="cpu"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -100,7 +100,7 @@ def test_book_experiment_is_the_textbook_setup() -> None:
     ("group", "option"),
     [
         (group, option)
-        for group in ("model", "data", "trainer", "logger", "debug", "hparams_search", "baseline")
+        for group in ("model", "data", "trainer", "distributed", "logger", "debug", "hparams_search", "baseline")
         for option in options(group)
     ],
 )
@@ -121,6 +121,7 @@ def test_every_group_option_composes(group: str, option: str) -> None:
         (["trainer.args.per_device_eval_batch_size=-4"], "per_device_eval_batch_size: got -4"),
         (["trainer.args.learning_rate=0"], "learning_rate: got 0"),
         (["eval_split=dev"], "eval_split: got 'dev'"),
+        (["eval_split=test"], "eval_split: got 'test'; model selection reads the validation split only"),
         (["feature_cache.dtype=int8"], "feature_cache.dtype: got 'int8', expected float16 or float32"),
     ],
 )
@@ -128,6 +129,21 @@ def test_wrong_settings_fail_with_one_line(overrides: list[str], message: str) -
     with pytest.raises(ConfigError) as error:
         validate_config(composed(*overrides))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_a_distributed_choice_keeps_the_experiments_gpu_recipe(distributed: str) -> None:
+    """`distributed=` is orthogonal to the device preset: the experiment's bf16, TF32, loader and learning-rate
+    settings stay, and full determinism (CUDA_LAUNCH_BLOCKING=1 on a GPU) stays off."""
+    alone = composed("experiment=vqa_v2_base", "data.root=/data/vqa")
+    cfg = composed("experiment=vqa_v2_base", f"distributed={distributed}", "data.root=/data/vqa")
+    args = cfg.trainer.args
+    assert args.bf16 is True and args.tf32 is True and args.full_determinism is False
+    assert args.dataloader_num_workers == 8 and args.ddp_find_unused_parameters is False
+    assert {
+        key: value for key, value in args.items() if key not in ("fsdp", "fsdp_config", "ddp_find_unused_parameters")
+    } == {key: value for key, value in alone.trainer.args.items() if key != "ddp_find_unused_parameters"}
+    assert bool(args.get("fsdp")) == (distributed == "fsdp")
 
 
 def test_hparams_search_is_a_multirun_grid() -> None:

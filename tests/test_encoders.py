@@ -245,3 +245,18 @@ def test_missing_folder_and_non_gpt2_decoder_are_one_line(folders: dict[str, Pat
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match=r"model\.decoder \(.*bert\): a 'bert' model; expected a GPT-2-family"):
         load_decoder(folders["bert"])
+
+
+@pytest.mark.parametrize(("text", "image"), [("distilbert", "vit"), ("bert", "clip")])
+def test_base_dropout_sets_every_component_and_null_keeps_the_checkpoints(
+    folders: dict[str, Path], text: str, image: str
+) -> None:
+    """`model.dropout` of the base preset (what `hparams_search=optuna model=base` varies) reaches each family's own
+    dropout fields and modules, survives save and reload, and null leaves each checkpoint's value."""
+    model, _ = assemble(folders, text, image, dropout=0.25)
+    rates = {module.p for module in model.modules() if isinstance(module, torch.nn.Dropout)}
+    assert rates == {0.25}
+    assert model.config.decoder_config.attn_pdrop == 0.25
+    kept, _ = assemble(folders, text, image, dropout=None)
+    assert kept.config.decoder_config.attn_pdrop == GPT2Config().attn_pdrop  # the checkpoint's own 0.1
+    assert 0.25 not in {module.p for module in kept.modules() if isinstance(module, torch.nn.Dropout)}

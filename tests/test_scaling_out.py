@@ -70,11 +70,11 @@ def test_optuna_search_runs_trials_and_a_rerun_continues_the_study(tmp_path: Pat
 
 
 def test_fsdp_preset_shards_each_block_the_components_declare() -> None:
-    """trainer=fsdp as the Trainer hands it to accelerate: FSDP2, whole-weight checkpoints, and a wrap policy that
+    """distributed=fsdp as the Trainer hands it to accelerate: FSDP2, whole-weight checkpoints, and a wrap policy that
     makes each GPT-2 and ViT block its own shard unit (the blocks in the components' `_no_split_modules`). The
     sharded run itself needs GPUs (README, "Scaling out")."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=["trainer=fsdp"])
+        cfg = compose(config_name="config", overrides=["distributed=fsdp"])
     fsdp = OmegaConf.to_container(cfg.trainer.args, resolve=True)
     arguments = TrainingArguments(output_dir="unused", fsdp=fsdp["fsdp"], fsdp_config=fsdp["fsdp_config"], use_cpu=True)
     assert arguments.fsdp_plugin_args["fsdp_version"] == 2

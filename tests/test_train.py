@@ -273,7 +273,7 @@ def test_two_process_ddp_under_torchrun_and_from_slurm_variables_train_alike(
     """Two ranks stay identical; the SLURM launcher's path (ranks from SLURM's variables, no torchrun) trains to the
     same losses as torchrun, bit for bit."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
-    ddp = ["trainer=ddp", *FAST, "trainer.args.max_steps=20", "trainer.args.eval_strategy=no"]
+    ddp = ["distributed=ddp", *FAST, "trainer.args.max_steps=20", "trainer.args.eval_strategy=no"]
     first, second = tmp_path / "ddp", tmp_path / "slurm"
     train([*ddp, f"hydra.run.dir={first}"], environment, command=torchrun)
     card = json.loads((first / "run_card.json").read_text())

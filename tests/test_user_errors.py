@@ -42,6 +42,7 @@ def train(arguments: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
             "did you mean learning_rate?",
         ),
         (["data.max_questions=-5"], "error: max_questions: got -5"),
+        (["-m", "seed=0,1", "--cfg", "job"], "error: -m and --cfg together: --cfg prints one composed config"),
     ],
 )
 def test_train_py_reports_a_user_error_in_one_line_and_leaves_no_run_folder(

@@ -77,6 +77,7 @@ def pretrained_model_and_processor(
     text_encoder: str,
     image_encoder: str,
     decoder: str,
+    dropout: float | None = None,
     fusion: str = "tokens",
     inputs: str = "both",
     freeze: str | list[str] = "nothing",
@@ -91,12 +92,14 @@ def pretrained_model_and_processor(
     """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
 
     The encoders may be of any family `vqa.encoders` accepts: the class comes from each checkpoint's config.
+    `dropout` sets every dropout probability of the three components; None keeps each checkpoint's own.
     """
     del train_split
     model = VQAModel.from_pretrained_components(
         text_encoder,
         image_encoder,
         decoder,
+        dropout=dropout,
         fusion=fusion,
         inputs=inputs,
         freeze=freeze,

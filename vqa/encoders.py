@@ -35,6 +35,17 @@ POOLER_CONFIG_SWITCHES = {"vision_use_head": False}
 # differ in the prefix, e.g. `vision_model.`): kept, so checkpoints load whole, but never trained. CLIP's vision tower
 # applies its final LayerNorm to the pooled CLS only; DINOv2's mask token replaces patches in masked pretraining only.
 UNUSED_PARAMETERS = {"clip_vision_model": ("post_layernorm.",), "dinov2": ("embeddings.mask_token",)}
+# The dropout probabilities a component's config may hold, by the names the families use (DistilBERT and CLIP:
+# dropout, attention_dropout; BERT and ViT: hidden_dropout_prob, attention_probs_dropout_prob; GPT-2: *_pdrop).
+DROPOUT_FIELDS = (
+    "dropout",
+    "attention_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+)
 
 
 def as_sub_config(value: PretrainedConfig | dict[str, Any] | None, default_model_type: str) -> PretrainedConfig:
@@ -94,11 +105,23 @@ def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
     return model_class(_without_pooling_head(config), **_init_arguments(model_class))
 
 
-def load_encoder(name_or_path: str | os.PathLike[str], role: str) -> PreTrainedModel:
+def with_dropout(config: PretrainedConfig, dropout: float | None) -> PretrainedConfig:
+    """`config` with every dropout probability it holds (DROPOUT_FIELDS) set to `dropout`; None leaves the
+    checkpoint's own values. Set on the config before the model is built, so that attention kernels that read the
+    probability from the config (not from an nn.Dropout module) use it too, and a saved checkpoint keeps it."""
+    if dropout is not None:
+        for field in DROPOUT_FIELDS:
+            if isinstance(getattr(config, field, None), float | int):
+                setattr(config, field, float(dropout))
+    return config
+
+
+def load_encoder(name_or_path: str | os.PathLike[str], role: str, dropout: float | None = None) -> PreTrainedModel:
     """A pretrained encoder (hub name or local folder) of whatever family its config names, without a pooling head.
 
     Args:
         role: `text` or `image`; an image checkpoint with a vision tower inside (CLIP, SigLIP) gives the tower.
+        dropout: every dropout probability of the encoder (`with_dropout`); None keeps the checkpoint's.
     """
     source = f"model.{role}_encoder ({name_or_path})"
     config = pretrained_config(name_or_path, source)
@@ -109,7 +132,7 @@ def load_encoder(name_or_path: str | os.PathLike[str], role: str) -> PreTrainedM
         check_text_encoder(config, source)
     model_class = _model_class(config, source)
     return model_class.from_pretrained(
-        name_or_path, config=_without_pooling_head(config), **_init_arguments(model_class)
+        name_or_path, config=with_dropout(_without_pooling_head(config), dropout), **_init_arguments(model_class)
     )
 
 

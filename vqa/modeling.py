@@ -29,6 +29,7 @@ from vqa.encoders import (
     pretrained_config,
     question_states,
     unused_parameters,
+    with_dropout,
 )
 from vqa.errors import ConfigError
 from vqa.freezing import apply_freeze, parameter_table, resolve_freeze
@@ -164,17 +165,19 @@ class VQAModel(PreTrainedModel):
         text_encoder: str | os.PathLike[str],
         image_encoder: str | os.PathLike[str],
         decoder: str | os.PathLike[str],
+        dropout: float | None = None,
         **config_kwargs: Any,
     ) -> VQAModel:
         """Assemble a model from pretrained encoder and GPT-2 checkpoints (hub names or local folders).
 
         The encoders may be of any family that `vqa.encoders` accepts (the class comes from each checkpoint's
         config). Fusion modules and GPT-2's new cross-attention layers start from random init; so does a
-        `vision_conv_stem`, which replaces the pretrained patch projection. `config_kwargs` go to `VQAConfig`.
+        `vision_conv_stem`, which replaces the pretrained patch projection. `dropout` sets every dropout probability
+        of the three components (None keeps each checkpoint's own). `config_kwargs` go to `VQAConfig`.
         """
-        text_model = load_encoder(text_encoder, "text")
-        image_model = load_encoder(image_encoder, "image")
-        decoder_model = load_decoder(decoder)
+        text_model = load_encoder(text_encoder, "text", dropout)
+        image_model = load_encoder(image_encoder, "image", dropout)
+        decoder_model = load_decoder(decoder, dropout)
         lora = config_kwargs.pop("lora", None)
         config = VQAConfig(
             text_config=text_model.config,
@@ -372,15 +375,17 @@ class VQAModel(PreTrainedModel):
         return answers.masked_fill(after_first_eos, config.pad_token_id)
 
 
-def load_decoder(name_or_path: str | os.PathLike[str]) -> GPT2LMHeadModel:
-    """A pretrained GPT-2-family decoder with (new, random) cross-attention layers."""
+def load_decoder(name_or_path: str | os.PathLike[str], dropout: float | None = None) -> GPT2LMHeadModel:
+    """A pretrained GPT-2-family decoder with (new, random) cross-attention layers; `dropout` sets its dropout
+    probabilities (None keeps the checkpoint's)."""
     source = f"model.decoder ({name_or_path})"
     config = pretrained_config(name_or_path, source)
     if config.model_type != "gpt2":  # loaded into GPT-2 anyway, another family would give mostly random weights
         raise ConfigError(
             f"{source}: a {config.model_type!r} model; expected a GPT-2-family decoder (gpt2 ... gpt2-xl)"
         )
-    decoder = GPT2LMHeadModel.from_pretrained(name_or_path, add_cross_attention=True)
+    config.add_cross_attention = True
+    decoder = GPT2LMHeadModel.from_pretrained(name_or_path, config=with_dropout(config, dropout))
     if decoder.config.pad_token_id is None:
         # GPT-2 has no pad token; padded positions are masked and labelled -100, so EOS can stand in.
         decoder.config.pad_token_id = decoder.config.eos_token_id

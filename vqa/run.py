@@ -27,6 +27,7 @@ from vqa.baselines import AnswerPrior, shuffle_images
 from vqa.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
 from vqa.data.schema import column
 from vqa.errors import FAILURE_FILE, ConfigError, UserError, one_line
+from vqa.evaluation import final_validation_accuracy, validation_block
 from vqa.feature_cache import FeatureLookup, build_lookups
 from vqa.modeling import VQAModel
 from vqa.objectives import AnswerCrossEntropy
@@ -77,7 +78,8 @@ def cached_features(
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train and evaluate as configured; returns the final VQA accuracy (for sweeps and optimisers).
+    """Train and evaluate as configured; returns the eval (validation) split's VQA accuracy of the final weights,
+    what sweeps and optimisers maximise (the final split's accuracy is recorded in metrics.json, never returned).
 
     Raises:
         UserError: a wrong setting, file or checkpoint (one line; `train.py` prints it and exits with status 2). A
@@ -197,7 +199,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     )
     # After the Trainer has put the model on its device, so that the encoders run there once.
     collator.features = cached_features(cfg, trainer.model, processor, splits)
-    if checkpoint is not None and training_finished(checkpoint, trainer):
+    trained_now = checkpoint is None or not training_finished(checkpoint, trainer)
+    if not trained_now:
         load_checkpoint_weights(trainer.model, final_weights(checkpoint, trainer.args.load_best_model_at_end))
         train_metrics: dict[str, float] = {}
     else:
@@ -214,7 +217,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.final_evaluation:
         final_split = splits[cfg.final_split]
         prediction = trainer.predict(for_training(final_split), metric_key_prefix="test")
-        answers = trainer.vqa_metrics.predictions
+        # From the generated ids themselves: the Trainer calls compute_metrics only for a split with labels, so a
+        # split without answers (VQA v2 test-dev) would leave the metric holding the previous evaluation's answers.
+        answers = trainer.vqa_metrics.decode(prediction.predictions)
         final = {key.removeprefix("test_"): value for key, value in prediction.metrics.items()}
         if shuffled_check_applies(cfg, final_split) and "vqa_accuracy" in final:
             logger.info("shuffled-image check: %s questions, each on a random other image", len(final_split))
@@ -222,6 +227,13 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             shuffled_accuracy = trainer.predict(for_training(shuffled), metric_key_prefix="shuffled").metrics.get(
                 "shuffled_vqa_accuracy"
             )
+
+    # What searches maximise: the eval split's accuracy of the final weights (the final split is only recorded).
+    if cfg.final_evaluation and cfg.final_split == cfg.eval_split and "vqa_accuracy" in final:
+        validation_accuracy = final["vqa_accuracy"]
+    else:
+        validation_accuracy = final_validation_accuracy(trainer, trainer.eval_dataset, trained_now)
+    validation = validation_block(cfg.eval_split, len(splits[cfg.eval_split]), validation_accuracy)
 
     # Under FSDP the whole weights are gathered from every rank's shard, so every rank takes part here; rank 0
     # alone then writes them (trainer.save_model would gather again, waiting for ranks that have moved on).
@@ -244,7 +256,13 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             "undecodable_images": trainer.undecodable_images,
         }
         metrics = metrics_content(
-            cfg.final_split, num_questions, final, shuffled_accuracy, seed=cfg.seed, data=data_report
+            cfg.final_split,
+            num_questions,
+            final,
+            shuffled_accuracy,
+            seed=cfg.seed,
+            validation=validation,
+            data=data_report,
         )
         write_json(run_dir / "metrics.json", metrics)
         if answers:
@@ -264,7 +282,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             # A sharded model would wait for the other ranks in its forward: the report then loads the checkpoint.
             model = None if trainer.is_fsdp_enabled else trainer.model
             report_at_the_end(run_dir, splits=splits, model=model, processor=processor)
-    return final.get("vqa_accuracy")
+    return validation_accuracy
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -344,6 +362,8 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
         unseen,
     )
     scores = score_split(final_split, answers)
+    eval_split = splits[cfg.eval_split]
+    validation_accuracy = score_split(eval_split, prior.answer_split(eval_split)[0]).get("vqa_accuracy")
     shuffled_accuracy = None
     if shuffled_check_applies(cfg, final_split) and scores:
         shuffled = shuffle_images(final_split, cfg.seed)
@@ -357,10 +377,16 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
         "question_types_read_from_text": inferred,
     }
     metrics = metrics_content(
-        cfg.final_split, len(final_split), scores, shuffled_accuracy, seed=cfg.seed, baseline=baseline
+        cfg.final_split,
+        len(final_split),
+        scores,
+        shuffled_accuracy,
+        seed=cfg.seed,
+        validation=validation_block(cfg.eval_split, len(eval_split), validation_accuracy),
+        baseline=baseline,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: one writer
-        return scores.get("vqa_accuracy")
+        return validation_accuracy
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "predictions.json", official_results(final_split, answers))
     card = run_card(CODE_FOLDER, splits, time.perf_counter() - start, {}, world_size=1)
@@ -368,7 +394,7 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     print_summary(run_dir, metrics, card)
     if cfg.get("report", True):
         report_at_the_end(run_dir, splits=splits)
-    return scores.get("vqa_accuracy")
+    return validation_accuracy
 
 
 def report_at_the_end(folder: Path, **parts: Any) -> None:
@@ -418,12 +444,23 @@ def log_sample_predictions(split: Dataset, answers: list[str], count: int) -> No
 
 
 def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) -> None:
+    if metrics["vqa_accuracy"] is None and metrics["num_questions"]:  # a split released without answers
+        scored = f"none: the {metrics['num_questions']} {metrics['split']} questions have no human answers here"
+    else:
+        scored = f"{metrics['vqa_accuracy']} on {metrics['num_questions']} {metrics['split']} questions"
     lines = [
         "",
         f"run folder        {run_dir}",
         f"seed              {metrics.get('seed')}",
-        f"VQA accuracy      {metrics['vqa_accuracy']} on {metrics['num_questions']} {metrics['split']} questions",
+        f"VQA accuracy      {scored}",
     ]
+    validation = metrics.get("validation")
+    if validation and validation["split"] != metrics["split"]:
+        lines.insert(
+            3,
+            f"validation        {validation['vqa_accuracy']} on {validation['num_questions']} {validation['split']} "
+            "questions (what searches maximise)",
+        )
     lines += [f"  {name:<16}{value}" for name, value in metrics["per_answer_type"].items()]
     if metrics.get("vqa_accuracy_shuffled_images") is not None:
         lines.append(f"shuffled images   {metrics['vqa_accuracy_shuffled_images']} (each question on another image)")

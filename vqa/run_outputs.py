@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 
 from vqa.data.schema import column
-
-PACKAGES = ("vqa", "torch", "transformers", "datasets", "accelerate", "tokenizers", "hydra-core", "wandb")
+from vqa.provenance import device_description, git_commit, package_versions
 
 
 def write_json(path: Path, content: Any) -> None:
@@ -56,39 +51,6 @@ def official_results(dataset: Dataset, answers: list[str]) -> list[dict[str, Any
         {"question_id": question_id, "answer": answer}
         for question_id, answer in zip(column(dataset, "question_id"), answers, strict=True)
     ]
-
-
-def git_commit(folder: Path) -> str | None:
-    """The checkout's commit, with `-dirty` when it has uncommitted changes; None outside git."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if status else "")
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def device_description() -> str:
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        return f"{count} x {torch.cuda.get_device_name(0)}"
-    return (
-        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    )
 
 
 def run_card(

@@ -4,7 +4,9 @@
 
 Each run folder contributes one row: its seed (from `.hydra/config.yaml`), the overrides that differ between runs
 (from `.hydra/overrides.yaml`; the ones all runs share are listed above the table) and its `metrics.json`
-(`vqa_accuracy`, the shuffled-image check's accuracy as `shuffled_images`, and the per-answer-type accuracies).
+(`val_vqa_accuracy`, the validation split's accuracy that runs are compared on; `vqa_accuracy`, the final split's,
+recorded; the shuffled-image check's accuracy as `shuffled_images`; the per-answer-type accuracies). The best run
+by validation accuracy is named under the table.
 Runs without metrics are listed with empty metric cells and counted, not dropped; a `status` column then says which
 failed (their `error.json`, written by the job: the error line is printed under the table) and which are
 unfinished.
@@ -35,6 +37,7 @@ from omegaconf import DictConfig
 from vqa.errors import FAILURE_FILE, USER_ERROR_EXIT_STATUS, ArgumentParser, one_line
 
 SEED = "seed"
+VALIDATION = "val_vqa_accuracy"  # the column runs are compared on: the validation split's accuracy
 STATUS, ERROR, USER_ERROR = "status", "error", "user_error"  # row keys; error and user_error only for failed jobs
 
 
@@ -64,7 +67,11 @@ def collect_rows(sweep_dir: Path) -> Collected:
         metrics = read_metrics(metrics_file) if metrics_file.is_file() and failure is None else None
         row.setdefault(STATUS, "finished" if metrics is not None else "unfinished")
         if metrics is not None:
-            flat = {"vqa_accuracy": metrics.get("vqa_accuracy")}
+            # The held-out split the runs are compared on first; the final split's accuracy is for the record.
+            # (Runs written before metrics.json had a `validation` entry have no such cell.)
+            validation = (metrics.get("validation") or {}).get("vqa_accuracy")
+            flat = {VALIDATION: validation} if validation is not None else {}
+            flat["vqa_accuracy"] = metrics.get("vqa_accuracy")
             if metrics.get("vqa_accuracy_shuffled_images") is not None:
                 flat["shuffled_images"] = metrics["vqa_accuracy_shuffled_images"]
             flat.update({f"acc_{name}": value for name, value in metrics.get("per_answer_type", {}).items()})
@@ -152,6 +159,13 @@ def _run_order(path: Path) -> tuple[int, str]:
     return (int(name), name) if name.isdigit() else (sys.maxsize, name)
 
 
+def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run with the highest validation accuracy (the first of a tie); None when no run has one. Model selection
+    reads validation only: the final split's accuracy never decides."""
+    scored = [row for row in rows if row.get(VALIDATION) is not None]
+    return max(scored, key=lambda row: float(row[VALIDATION])) if scored else None
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(column)) for column in columns) + " |" for row in rows]
@@ -195,6 +209,12 @@ def report(sweep_dir: Path, csv_path: Path | None = None, collected: Collected |
     failed = [row for row in rows if row[STATUS] == "failed"]
     for row in failed:
         print(f"\nrun {row['run']} failed: {row[ERROR]}")
+    best = best_run(rows)
+    if best is not None:
+        print(
+            f"\nbest by validation: run {best['run']} ({VALIDATION} {best[VALIDATION]}; "
+            f"its final-split vqa_accuracy {best.get('vqa_accuracy')}, recorded, not used to choose)"
+        )
     unfinished = sum(row[STATUS] == "unfinished" for row in rows)
     if unfinished:
         print(f"\n{unfinished} of {len(rows)} runs have no metrics.json (unfinished, or stopped without error.json)")

@@ -90,7 +90,7 @@ def validate_config(cfg: DictConfig) -> None:
         # accelerate applies FSDP to multi-GPU runs only; on CPU ranks it would train plain DDP without a word.
         raise ConfigError(
             "trainer.args.fsdp: FSDP shards only across GPUs and this host has no CUDA device (on CPU the Trainer "
-            "would silently train plain DDP); use trainer=ddp here, trainer=fsdp on GPUs"
+            "would silently train plain DDP); use distributed=ddp here, distributed=fsdp on GPUs"
         )
     if args.get("tf32") and not torch.cuda.is_available():
         raise ConfigError(
@@ -106,6 +106,12 @@ def validate_config(cfg: DictConfig) -> None:
     for name in ("eval_split", "final_split"):
         if cfg[name] not in SPLIT_NAMES:
             raise ConfigError(f"{name}: got {cfg[name]!r}, expected one of {', '.join(SPLIT_NAMES)}")
+    if cfg.eval_split == "test":
+        # Evaluations during training choose the best checkpoint, stop early and are what searches maximise.
+        raise ConfigError(
+            "eval_split: got 'test'; model selection reads the validation split only (evaluation during training, "
+            "load_best_model_at_end, searches), and the test split is scored once at the end (final_split)"
+        )
     if cfg.trainer.questions_per_image is not None and cfg.trainer.questions_per_image < 1:
         raise ConfigError(f"trainer.questions_per_image: got {cfg.trainer.questions_per_image}, expected >= 1 or null")
     if cfg.get("prior") and cfg.prior.get("by") not in PRIOR_GROUPINGS:

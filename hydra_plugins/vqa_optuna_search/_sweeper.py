@@ -16,10 +16,12 @@ reseeds the sampler.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ class ContinuingOptunaSweeper(OptunaSweeper):
                 self.sweeper.sampler.reseed_rng()
         self.sweeper.job_idx = trials_so_far
         try:
-            return super().sweep(arguments)
+            result = super().sweep(arguments)
         except ValueError as error:
             # The plugin asks the study for its best trial at the end, which fails when every trial failed; the
             # sweep table (printed next) then shows each failure, and the multirun's exit status says it failed.
@@ -51,6 +53,29 @@ class ContinuingOptunaSweeper(OptunaSweeper):
                 raise
             logger.error("optuna study %s: no trial finished, so there is no best trial", study_name)
             return None
+        record_final_split_of_best(Path(self.config.hydra.sweep.dir), storage, study_name)
+        return result
+
+
+def record_final_split_of_best(sweep_dir: Path, storage: str | None, study_name: str | None) -> None:
+    """Add to the plugin's optimization_results.yaml what its best value is (the validation accuracy train.py
+    returns) and the best trial's final-split accuracy from its metrics.json, for the record: the search never reads
+    it. Nothing is added for a study without storage (the trial's folder cannot be told)."""
+    results_file = sweep_dir / "optimization_results.yaml"
+    if storage is None or study_name is None or not results_file.is_file():
+        return
+    import optuna
+
+    best = optuna.load_study(study_name=study_name, storage=storage).best_trial
+    metrics_file = sweep_dir / str(best.number) / "metrics.json"  # folder N holds trial N
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    results = yaml.safe_load(results_file.read_text())
+    results.update(
+        objective="val_vqa_accuracy: the validation split's VQA accuracy (the final split is never read)",
+        best_trial=best.number,
+        best_trial_final_split={"split": metrics.get("split"), "vqa_accuracy": metrics.get("vqa_accuracy")},
+    )
+    results_file.write_text(yaml.safe_dump(results, sort_keys=False))
 
 
 def trials_in_storage(storage: str | None, study_name: str | None) -> int:
