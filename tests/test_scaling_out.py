@@ -52,7 +52,13 @@ def test_optuna_search_runs_trials_and_a_rerun_continues_the_study(tmp_path: Pat
     assert [row["run"] for row in rows] == ["0", "1", "2"]
     searched = ["trainer.args.learning_rate", "trainer.args.warmup_steps", "model.dropout", "model.fusion"]
     assert all(row[key] for row in rows for key in searched) and all(row["vqa_accuracy"] for row in rows)
-    assert yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["name"] == "optuna"
+    # The search maximised validation accuracy; the best trial's test accuracy is recorded beside it.
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert results["name"] == "optuna" and results["objective"].startswith("val_vqa_accuracy")
+    assert results["best_value"] == max(float(row["val_vqa_accuracy"]) for row in rows)
+    best = rows[results["best_trial"]]
+    assert float(best["val_vqa_accuracy"]) == results["best_value"]
+    assert results["best_trial_final_split"] == {"split": "test", "vqa_accuracy": float(best["vqa_accuracy"])}
 
     # The same command again continues the study stored in the sweep folder: the next trial is number 3, in folder 3,
     # with new values. This one fails (a bad seed): the study records it as failed, the table marks it and the
@@ -72,7 +78,7 @@ def test_optuna_search_runs_trials_and_a_rerun_continues_the_study(tmp_path: Pat
 def test_fsdp_preset_shards_each_block_the_components_declare() -> None:
     """distributed=fsdp as the Trainer hands it to accelerate: FSDP2, whole-weight checkpoints, and a wrap policy that
     makes each GPT-2 and ViT block its own shard unit (the blocks in the components' `_no_split_modules`). The
-    sharded run itself needs GPUs (README, "Scaling out")."""
+    sharded run itself needs GPUs (docs/scaling-out.md)."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=["distributed=fsdp"])
     fsdp = OmegaConf.to_container(cfg.trainer.args, resolve=True)

@@ -99,3 +99,19 @@ def test_a_failed_job_is_marked_with_its_error_line(tmp_path: Path, capsys: pyte
         and f"run 4 failed: {tmp_path / '4' / 'error.json'}: unreadable" in printed
     )
     assert "no metrics.json" not in printed  # no job is merely unfinished
+
+
+def test_the_best_run_is_chosen_by_validation_never_by_the_final_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run 1 has the best test accuracy, run 0 the best validation accuracy: the table shows both and names run 0."""
+    for run, (validation, test) in enumerate([(97.0, 95.0), (96.0, 99.0)]):
+        hydra_dir = tmp_path / str(run) / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        (hydra_dir / "overrides.yaml").write_text(f"- trainer.args.learning_rate={run + 1}e-4\n")
+        metrics = {"vqa_accuracy": test, "validation": {"split": "validation", "vqa_accuracy": validation}}
+        (tmp_path / str(run) / "metrics.json").write_text(json.dumps(metrics))
+    assert sweep_report([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| run | seed | trainer.args.learning_rate | val_vqa_accuracy | vqa_accuracy |" in printed
+    assert "best by validation: run 0 (val_vqa_accuracy 97.0; its final-split vqa_accuracy 95.0" in printed

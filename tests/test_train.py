@@ -157,10 +157,12 @@ def test_baseline_ladder_sweep_and_its_report(
     result = train(["experiment=baseline_ladder", *FAST, f"hydra.sweep.dir={sweep_dir}"], environment)
     # The multirun prints its report when it ends.
     printed = result.stdout[result.stdout.index("sweep report") :].splitlines()
-    header = "| run | seed | baseline | vqa_accuracy | shuffled_images | acc_other | acc_yes_no |"
+    header = "| run | seed | baseline | val_vqa_accuracy | vqa_accuracy | shuffled_images | acc_other | acc_yes_no |"
     assert header in printed
     table = printed[printed.index(header) + 2 :][:5]
     assert [row.split(" | ")[2] for row in table] == ["global_prior", "prior", "question_only", "image_only", "none"]
+    # Each rung, the priors included, is also scored on the validation split: what a sweep chooses by.
+    assert all(row.split(" | ")[3].strip() for row in table)
     metrics = [json.loads((sweep_dir / str(run) / "metrics.json").read_text()) for run in range(5)]
     for run in metrics:
         assert run["num_questions"] == 256 and 0 <= run["vqa_accuracy_shuffled_images"] <= 100
@@ -178,7 +180,10 @@ def test_baseline_ladder_sweep_and_its_report(
     output = capsys.readouterr().out.splitlines()
     assert output[0].lower() == f"common overrides: experiment=baseline_ladder {' '.join(FAST)}"
     csv_lines = (sweep_dir / "report.csv").read_text().splitlines()
-    assert csv_lines[0] == "run,seed,baseline,vqa_accuracy,shuffled_images,acc_other,acc_yes_no" and len(csv_lines) == 6
+    assert (
+        csv_lines[0] == "run,seed,baseline,val_vqa_accuracy,vqa_accuracy,shuffled_images,acc_other,acc_yes_no"
+        and len(csv_lines) == 6
+    )
 
 
 RESUMABLE = [
@@ -229,7 +234,7 @@ def logged_training(run_dir: Path) -> list[tuple[int, float, float]]:
 
 
 def test_two_runs_with_one_seed_log_bit_identical_losses(tmp_path: Path, environment: dict[str, str]) -> None:
-    # Two hundred steps: before the fix (README, "Reproducible runs"), two such runs differed from step 10 on.
+    # Two hundred steps: before the fix (docs/reproducibility.md), two such runs differed from step 10 on.
     steps, logged_every = 200, 10
     quick = [*FAST, f"trainer.args.max_steps={steps}", f"trainer.args.logging_steps={logged_every}"]
     quick += ["trainer.args.eval_strategy=no", "final_evaluation=false"]

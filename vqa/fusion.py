@@ -216,6 +216,6 @@ def repeat_rows(tensor: torch.Tensor, index: torch.LongTensor | None) -> torch.T
     `index_select`, not `tensor[index]`: on CPU the backward of advanced indexing adds the repeated rows' gradients
     with atomic adds from several threads, in an order that changes from run to run (the last bits of the text
     encoder's gradients differed at the first logged step); `index_select`'s backward (`index_add_`) adds them in
-    index order, and is faster here too (README, "Reproducible runs").
+    index order, and is faster here too (docs/reproducibility.md).
     """
     return tensor if index is None else tensor.index_select(0, index)

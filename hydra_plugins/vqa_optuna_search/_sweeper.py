@@ -53,7 +53,7 @@ class ContinuingOptunaSweeper(OptunaSweeper):
                 raise
             logger.error("optuna study %s: no trial finished, so there is no best trial", study_name)
             return None
-        record_final_split_of_best(Path(self.config.hydra.sweep.dir), storage, study_name)
+        record_final_split_of_best(Path(self.sweeper.config.hydra.sweep.dir), storage, study_name)
         return result
 
 
