@@ -37,7 +37,9 @@ def logged_accuracy_of_final_weights(trainer: Trainer) -> float | None:
     return evaluations.get(state.global_step)
 
 
-def final_validation_accuracy(trainer: Trainer, eval_dataset: Any, trained_now: bool) -> float | None:
+def final_validation_accuracy(
+    trainer: Trainer, eval_dataset: Any, trained_now: bool, evaluate_if_missing: bool = True
+) -> float | None:
     """The eval split's VQA accuracy of the weights the run ends with: the Trainer's own logged evaluation of them
     when there is one (no second pass over the split), else one evaluation now.
 
@@ -45,9 +47,11 @@ def final_validation_accuracy(trainer: Trainer, eval_dataset: Any, trained_now: 
         eval_dataset: the eval split as the Trainer reads it (`vqa.training.for_training`).
         trained_now: False when a resumed run found training already over (no evaluation was logged in this
             process, so the split is evaluated).
+        evaluate_if_missing: False for a run without final evaluation (`final_evaluation=false`): None instead of
+            an evaluation the user turned off.
     """
     accuracy = logged_accuracy_of_final_weights(trainer) if trained_now else None
-    if accuracy is not None:
+    if accuracy is not None or not evaluate_if_missing:
         return accuracy
     logger.info("validation: evaluating the final weights on the eval split (%d questions)", len(eval_dataset))
     return trainer.evaluate(eval_dataset).get(ACCURACY_KEY)

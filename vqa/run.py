@@ -232,7 +232,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.final_evaluation and cfg.final_split == cfg.eval_split and "vqa_accuracy" in final:
         validation_accuracy = final["vqa_accuracy"]
     else:
-        validation_accuracy = final_validation_accuracy(trainer, trainer.eval_dataset, trained_now)
+        validation_accuracy = final_validation_accuracy(
+            trainer, trainer.eval_dataset, trained_now, evaluate_if_missing=cfg.final_evaluation
+        )
     validation = validation_block(cfg.eval_split, len(splits[cfg.eval_split]), validation_accuracy)
 
     # Under FSDP the whole weights are gathered from every rank's shard, so every rank takes part here; rank 0
