@@ -19,9 +19,9 @@ import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from vqa.cluster import join_submitit_job
 from vqa.errors import exit_on_user_error, exit_with
 from vqa.run import in_multirun, run, run_in_sweep
+from vqa.training.cluster import join_submitit_job
 
 # `${or_else:a,b}` is a unless a is null: conf/config.yaml uses it for the run folder of a resumed run.
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
@@ -34,7 +34,7 @@ OmegaConf.register_new_resolver(
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("vqa").setLevel(logging.INFO)
-    join_submitit_job()  # under hydra/launcher=slurm: this process is one DDP rank of the job (vqa/cluster.py)
+    join_submitit_job()  # under hydra/launcher=slurm: this process is one DDP rank of the job (vqa/training/cluster.py)
     if in_multirun():  # a failed job is recorded and the sweep goes on; its report marks it and sets the exit status
         return run_in_sweep(cfg)
     with exit_on_user_error():

@@ -26,9 +26,9 @@ import torch
 from default_run import default_config_and_data, default_model
 from torch.utils.data import RandomSampler
 
+from vqa.data.sampling import ImageGroupedSampler
 from vqa.provenance import provenance
-from vqa.sampling import ImageGroupedSampler
-from vqa.training import load_checkpoint_weights
+from vqa.training.trainer import load_checkpoint_weights
 
 # Parameter name prefixes of each pathway.
 PARTS = {

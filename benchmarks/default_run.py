@@ -14,9 +14,9 @@ from datasets import Dataset
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from vqa.processing import VQACollator
+from vqa.model.processing import VQACollator
 from vqa.run import build
-from vqa.training import for_training
+from vqa.training.trainer import for_training
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -5,7 +5,7 @@ once up front so that only the model's step is timed: forward, backward, AdamW).
 
 - how the distinct question and image rows reach each example: `tensor[index]` (advanced indexing, the code before
   the fix; its CPU backward adds repeated rows with atomic adds from several threads) or `tensor.index_select(0,
-  index)` (today's `vqa.fusion.repeat_rows`; its backward adds in index order);
+  index)` (today's `vqa.model.fusion.repeat_rows`; its backward adds in index order);
 - with `torch.use_deterministic_algorithms(True)` off or on (on is what `trainer.args.full_determinism`, the CPU
   default, sets).
 
@@ -31,29 +31,29 @@ from typing import Any
 import torch
 from default_run import default_config_and_data, default_model
 
-import vqa.fusion
-import vqa.modeling
+import vqa.model.fusion
+import vqa.model.modeling
+from vqa.data.sampling import ImageGroupedSampler
 from vqa.provenance import provenance
-from vqa.sampling import ImageGroupedSampler
 
 BATCHES = 20
 REPEATS = 3
 
 
 def advanced_indexing(tensor: torch.Tensor, index: torch.LongTensor | None) -> torch.Tensor:
-    """The rows as `vqa.fusion.repeat_rows` took them before the fix."""
+    """The rows as `vqa.model.fusion.repeat_rows` took them before the fix."""
     return tensor if index is None else tensor[index]
 
 
 ROWS: dict[str, Callable[[torch.Tensor, torch.LongTensor | None], torch.Tensor]] = {
     "advanced_indexing": advanced_indexing,
-    "index_select": vqa.fusion.repeat_rows,
+    "index_select": vqa.model.fusion.repeat_rows,
 }
 
 
 def use_rows(name: str) -> None:
     """Make the fusion and the shared cross-attention cache take their rows with `ROWS[name]`."""
-    vqa.fusion.repeat_rows = vqa.modeling.repeat_rows = ROWS[name]
+    vqa.model.fusion.repeat_rows = vqa.model.modeling.repeat_rows = ROWS[name]
 
 
 def default_batches() -> tuple[torch.nn.Module, list[dict[str, torch.Tensor]], int]:

@@ -793,7 +793,7 @@ def results_case(name: str, content: str | bytes | Callable[[list[dict[str, Any]
             [
                 PY,
                 "-m",
-                "vqa.evaluate",
+                "vqa.evaluation.score_files",
                 "--questions",
                 str(root / VAL_Q),
                 "--annotations",
@@ -828,7 +828,17 @@ def results_cases() -> list[Case]:
 
 
 def predict_step(checkpoint: Path, image: Path, *extra: str, question: str = QUESTION) -> Step:
-    argv = [PY, "-m", "vqa.predict", "--checkpoint", str(checkpoint), "--image", str(image), "--question", question]
+    argv = [
+        PY,
+        "-m",
+        "vqa.inspection.predict",
+        "--checkpoint",
+        str(checkpoint),
+        "--image",
+        str(image),
+        "--question",
+        question,
+    ]
     return Step([*argv, *extra])
 
 
@@ -1203,7 +1213,7 @@ def cli_cases() -> list[Case]:
     def sweep(make: Callable[[Path], Path]) -> Callable[[Fixtures, Path], Step]:
         def prepare(fx: Fixtures, work: Path) -> Step:
             work.mkdir(parents=True, exist_ok=True)
-            return Step([PY, "-m", "vqa.sweep_report", str(make(work))])
+            return Step([PY, "-m", "vqa.inspection.sweep_report", str(make(work))])
 
         return prepare
 

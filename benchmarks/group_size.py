@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from default_run import default_config_and_data, default_model
 
+from vqa.data.sampling import ImageGroupedSampler
 from vqa.provenance import provenance
-from vqa.sampling import ImageGroupedSampler
 
 STEPS = 60
 GROUP_SIZES = (None, 4, 3, 2)

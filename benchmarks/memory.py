@@ -31,11 +31,11 @@ import torch
 from throughput import coco_size_split, model_and_processor
 
 from vqa.data import build_easy_vqa
-from vqa.feature_cache import build_lookups
-from vqa.processing import VQACollator
+from vqa.data.sampling import ImageGroupedSampler
+from vqa.model.processing import VQACollator
 from vqa.provenance import provenance
-from vqa.sampling import ImageGroupedSampler
-from vqa.training import for_training
+from vqa.training.feature_cache import build_lookups
+from vqa.training.trainer import for_training
 
 SETTINGS = {
     "full fine-tuning, random batches": {"freeze": "nothing", "questions_per_image": 1, "cached": False},

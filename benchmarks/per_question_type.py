@@ -17,7 +17,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from vqa.metrics import ScoredQuestion, vqa_accuracy
+from vqa.evaluation.metrics import ScoredQuestion, vqa_accuracy
 from vqa.provenance import provenance
 
 

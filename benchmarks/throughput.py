@@ -39,15 +39,15 @@ from torch.utils.data import DataLoader, RandomSampler
 from transformers import DistilBertConfig, GPT2Config, ViTConfig
 
 from vqa import VQAConfig, VQAModel, VQAProcessor
-from vqa.builders import tiny_model_and_processor
 from vqa.data import build_easy_vqa
-from vqa.encoder_inputs import EncoderInputs
-from vqa.feature_cache import build_lookups
-from vqa.flops import flops_by_component
-from vqa.processing import VQACollator
+from vqa.data.sampling import ImageGroupedSampler
+from vqa.model.builders import tiny_model_and_processor
+from vqa.model.encoder_inputs import EncoderInputs
+from vqa.model.flops import flops_by_component
+from vqa.model.processing import VQACollator
 from vqa.provenance import provenance
-from vqa.sampling import ImageGroupedSampler
-from vqa.training import for_training
+from vqa.training.feature_cache import build_lookups
+from vqa.training.trainer import for_training
 
 TINY_PRESET = Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny.yaml"
 # Dense bf16 peak FLOP/s (no sparsity), from the vendors' data sheets.

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from vqa.builders import tiny_model_and_processor
 from vqa.data.easy_vqa import training_splits
-from vqa.modeling import VQAModel
-from vqa.processing import VQAProcessor
-from vqa.training import for_training
+from vqa.model.builders import tiny_model_and_processor
+from vqa.model.modeling import VQAModel
+from vqa.model.processing import VQAProcessor
+from vqa.training.trainer import for_training
 
 
 def small_splits(cache_dir: Path, max_questions: int = 96) -> Any:

@@ -12,15 +12,15 @@ import torch
 from datasets import Dataset
 from PIL import Image, ImageDraw
 
-from vqa.attention import AnswerAttention, decoder_rollout, eager_attention, explain, explain_batch, select
-from vqa.attention_plots import plot_answer_attention, plot_layer_grid, save_figure
-from vqa.builders import tiny_model_and_processor
 from vqa.data import EasyVQAOptions, build_easy_vqa
-from vqa.grounding import attention_on_shape, grounding_report, patch_coverage, shape_mask
-from vqa.modeling import VQAModel
-from vqa.predict import main as predict
-from vqa.predict import top_answers
-from vqa.processing import VQAProcessor
+from vqa.inspection.attention import AnswerAttention, decoder_rollout, eager_attention, explain, explain_batch, select
+from vqa.inspection.attention_plots import plot_answer_attention, plot_layer_grid, save_figure
+from vqa.inspection.grounding import attention_on_shape, grounding_report, patch_coverage, shape_mask
+from vqa.inspection.predict import main as predict
+from vqa.inspection.predict import top_answers
+from vqa.model.builders import tiny_model_and_processor
+from vqa.model.modeling import VQAModel
+from vqa.model.processing import VQAProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["what shape is in the image?", "is there a red circle in the picture?", "what color is it?"]
@@ -181,7 +181,7 @@ def test_predict_cli_prints_answers_and_writes_the_map(
     arguments = ["--checkpoint", str(checkpoint), "--image", str(image_path), "--question", QUESTIONS[0]]
     arguments += ["--top-k", "3", "--attention-map", str(out), "--layer", "1"]
     result = subprocess.run(
-        [sys.executable, "-m", "vqa.predict", *arguments],
+        [sys.executable, "-m", "vqa.inspection.predict", *arguments],
         cwd=ROOT,
         capture_output=True,
         text=True,

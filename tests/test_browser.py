@@ -23,8 +23,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.report_checks import sections_of_a_self_contained_page
 from tests.train_command import FAST, ROOT, run_train
-from vqa.attention import explain
-from vqa.predict import load_checkpoint, top_answers
+from vqa.inspection.attention import explain
+from vqa.inspection.predict import load_checkpoint, top_answers
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -128,7 +128,7 @@ def test_demo_answers_a_typed_question_with_its_attention(
     expected_top = top_answers(model, processor, image, QUESTION, k=5)[0][0] or "(empty answer)"
 
     port, log = free_port(), tmp_path / "demo.log"
-    command = [sys.executable, "-m", "vqa.demo", "--checkpoint", str(trained_run), "--port", str(port)]
+    command = [sys.executable, "-m", "vqa.inspection.demo", "--checkpoint", str(trained_run), "--port", str(port)]
     with log.open("w") as output:
         server = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
     try:

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
-from vqa.training import ConfigError, validate_config
+from vqa.training.trainer import ConfigError, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -48,7 +48,7 @@ def options(group: str) -> list[str]:
 
 def test_default_is_tiny_easy_vqa_on_cpu() -> None:
     cfg = composed()
-    assert cfg.model._target_ == "vqa.builders.tiny_model_and_processor"
+    assert cfg.model._target_ == "vqa.model.builders.tiny_model_and_processor"
     assert cfg.data._target_ == "vqa.data.easy_vqa.training_splits"
     assert list(cfg.logger.report_to) == []
     validate_config(cfg)
@@ -57,7 +57,7 @@ def test_default_is_tiny_easy_vqa_on_cpu() -> None:
 @pytest.mark.parametrize("experiment", sorted(set(options("experiment")) - {"baseline_ladder", "variants"}))
 def test_every_experiment_composes_and_validates(experiment: str) -> None:
     cfg = validated_on_this_host(f"experiment={experiment}", "data.root=/data/vqa")
-    assert cfg.model._target_ == "vqa.builders.pretrained_model_and_processor"
+    assert cfg.model._target_ == "vqa.model.builders.pretrained_model_and_processor"
 
 
 def test_baselines_are_one_override_and_the_ladder_sweeps_them() -> None:

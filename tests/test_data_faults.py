@@ -36,7 +36,7 @@ from vqa.data.images import check_images
 from vqa.data.schema import DROPPED_KEYS, with_image_column
 from vqa.data.vqa_v2 import image_path, main
 from vqa.data.vqa_v2 import training_splits as vqa_v2_training_splits
-from vqa.evaluate import evaluate_files
+from vqa.evaluation.score_files import evaluate_files
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"

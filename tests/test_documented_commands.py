@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from train import composition_error_line, conflicting_modes
 from vqa.errors import UserError
-from vqa.training import training_arguments, validate_config
+from vqa.training.trainer import training_arguments, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

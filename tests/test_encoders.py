@@ -24,12 +24,18 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from vqa.attention import explain
-from vqa.builders import pretrained_model_and_processor
-from vqa.encoders import build_encoder, install_conv_stem, load_encoder
 from vqa.errors import CheckpointError, ConfigError
-from vqa.modeling import VQAModel, load_decoder
-from vqa.processing import VQACollator, VQAProcessor, _train_byte_level_bpe, _train_wordpiece, tiny_image_processor
+from vqa.inspection.attention import explain
+from vqa.model.builders import pretrained_model_and_processor
+from vqa.model.encoders import build_encoder, install_conv_stem, load_encoder
+from vqa.model.modeling import VQAModel, load_decoder
+from vqa.model.processing import (
+    VQACollator,
+    VQAProcessor,
+    _train_byte_level_bpe,
+    _train_wordpiece,
+    tiny_image_processor,
+)
 
 QUESTIONS = ["what shape is in the image?", "is there a red circle?", "what color is the shape?"]
 ANSWERS = ["circle", "yes", "red"]

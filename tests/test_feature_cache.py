@@ -14,11 +14,11 @@ import torch
 from datasets import DatasetDict
 from transformers import TrainingArguments
 
-from vqa.builders import tiny_model_and_processor
 from vqa.data import EasyVQAOptions, build_easy_vqa
-from vqa.feature_cache import build_lookups, build_store, encode_inputs
-from vqa.processing import VQACollator
-from vqa.training import VQATrainer, for_training
+from vqa.model.builders import tiny_model_and_processor
+from vqa.model.processing import VQACollator
+from vqa.training.feature_cache import build_lookups, build_store, encode_inputs
+from vqa.training.trainer import VQATrainer, for_training
 
 ROOT = Path(__file__).resolve().parents[1]
 

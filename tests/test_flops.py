@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
-from vqa.flops import COMPONENTS, component_of_module, flops_by_component
+from vqa.model.flops import COMPONENTS, component_of_module, flops_by_component
 
 
 def test_module_names_map_to_components() -> None:

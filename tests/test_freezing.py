@@ -7,8 +7,8 @@ import torch
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
-from vqa.encoder_inputs import EncoderInputs
-from vqa.freezing import COMPONENTS, FREEZE_PRESETS, component_of, parameter_counts, resolve_freeze
+from vqa.model.encoder_inputs import EncoderInputs
+from vqa.model.freezing import COMPONENTS, FREEZE_PRESETS, component_of, parameter_counts, resolve_freeze
 
 
 def snapshot(model: VQAModel) -> dict[str, torch.Tensor]:

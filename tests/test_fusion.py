@@ -12,10 +12,10 @@ from torch import nn
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
-from vqa.attention import map_refusal
-from vqa.encoder_inputs import EncoderInputs
-from vqa.fusion import FusedSequence, Fusion, repeat_rows
-from vqa.training import ConfigError, validate_config
+from vqa.inspection.attention import map_refusal
+from vqa.model.encoder_inputs import EncoderInputs
+from vqa.model.fusion import FusedSequence, Fusion, repeat_rows
+from vqa.training.trainer import ConfigError, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TOY = "tests.test_fusion.QuestionTokensAndMeanImage"
@@ -89,7 +89,7 @@ def test_a_new_fusion_is_one_class_and_one_config_value(tmp_path: Path) -> None:
     [
         ("concat", "got 'concat', expected one of tokens, pooled, resampler or the import path"),
         ("tests.test_fusion.Missing", "cannot import 'tests.test_fusion.Missing'"),
-        ("tests.test_fusion.mask_of", "'tests.test_fusion.mask_of' is not a vqa.fusion.Fusion subclass"),
+        ("tests.test_fusion.mask_of", "'tests.test_fusion.mask_of' is not a vqa.model.fusion.Fusion subclass"),
     ],
 )
 def test_a_wrong_fusion_is_one_line(value: str, message: str) -> None:

@@ -9,9 +9,9 @@ import torch
 from tests.conftest import make_batch, one_sgd_step_arguments
 from tests.test_modeling import greedy_without_cache, memorise
 from vqa import VQAConfig, VQAModel
-from vqa.freezing import component_of
-from vqa.gates import gate_values
-from vqa.training import VQATrainer
+from vqa.model.freezing import component_of
+from vqa.model.gates import gate_values
+from vqa.training.trainer import VQATrainer
 
 
 def gated_model() -> VQAModel:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.conftest import make_batch
 from vqa import VQACollator, VQAConfig, VQAModel, VQAProcessor
-from vqa.sampling import ImageGroupedSampler
+from vqa.data.sampling import ImageGroupedSampler
 
 IMAGE_IDS = [3, 1, 3, 2, 1, 3, 2, 2, 1, 3]  # four questions on image 3, three on 1 and 2
 

@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
-from vqa.encoder_inputs import EncoderInputs
-from vqa.feature_cache import build_lookups
-from vqa.freezing import component_of
-from vqa.training import ConfigError, validate_config
+from vqa.model.encoder_inputs import EncoderInputs
+from vqa.model.freezing import component_of
+from vqa.training.feature_cache import build_lookups
+from vqa.training.trainer import ConfigError, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DECODER_LORA = {"targets": ["decoder"], "r": 4, "alpha": 8}
@@ -86,7 +86,7 @@ def test_a_frozen_encoder_with_adapters_trains_them_and_is_not_cached(
     text_adapters = [parameter for name, parameter in adapters(model).items() if name.startswith("text_encoder.")]
     assert text_adapters and all(parameter.grad is not None for parameter in text_adapters)
     assert model.text_encoder.training  # adapter dropout is live; a frozen encoder without adapters stays in eval
-    with caplog.at_level(logging.INFO, logger="vqa.feature_cache"):
+    with caplog.at_level(logging.INFO, logger="vqa.training.feature_cache"):
         assert build_lookups(model, processor=None, splits=[], cache_dir=tmp_path) == {}
     assert "feature cache: not used for image_encoder, which has LoRA adapters (model.lora.targets)" in caplog.text
     assert "feature cache: not used for text_encoder, which has LoRA adapters" in caplog.text

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vqa.evaluate import main
-from vqa.metrics import (
+from vqa.evaluation.metrics import (
     ScoredQuestion,
     process_digit_article,
     process_punctuation,
@@ -19,6 +18,7 @@ from vqa.metrics import (
     round_half_away,
     vqa_accuracy,
 )
+from vqa.evaluation.score_files import main
 
 
 def humans(*counts: tuple[str, int]) -> list[str]:
@@ -134,7 +134,10 @@ def cli_args(paths: dict[str, Path]) -> list[str]:
 
 def test_cli_prints_the_accuracy_dict(official_files: dict[str, Path]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "vqa.evaluate", *cli_args(official_files)], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "vqa.evaluation.score_files", *cli_args(official_files)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     accuracy = json.loads(result.stdout)
     # q10: 1.0; q11: "two" -> "2", 4 humans -> 1.0; q12: 2 humans -> 0.6

@@ -12,7 +12,7 @@ from transformers import AutoModel
 
 from tests.conftest import BOS, EOS, PAD, make_batch
 from vqa import VQAConfig, VQAModel
-from vqa.encoder_inputs import EncoderInputs
+from vqa.model.encoder_inputs import EncoderInputs
 
 NUM_PATCHES = (64 // 8) ** 2
 
@@ -227,8 +227,8 @@ def test_generate_with_conditioned_bos_equals_greedy_loop(batch: dict[str, torch
 
 
 def test_checkpoint_of_the_earlier_layout_loads_and_saves_in_todays(tmp_path: Path) -> None:
-    """tests/fixtures/legacy_checkpoint was written by the code before `vqa.fusion` (commit f280535: projections and
-    modality embeddings at the top level), with the logits it gave on a fixed batch."""
+    """tests/fixtures/legacy_checkpoint was written by the code before `vqa.model.fusion` (commit f280535: projections
+    and modality embeddings at the top level), with the logits it gave on a fixed batch."""
     folder = Path(__file__).parent / "fixtures" / "legacy_checkpoint"
     expected = torch.load(folder / "expected.pt")
     model = VQAModel.from_pretrained(folder).eval()

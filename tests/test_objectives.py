@@ -18,10 +18,10 @@ from torch import nn
 from tests.conftest import make_batch, one_sgd_step_arguments
 from tests.objective_setup import small_splits, tiny_setup
 from vqa import VQAConfig, VQAModel
-from vqa.objectives import AnswerCrossEntropy, Objective
-from vqa.predict import load_checkpoint
-from vqa.processing import VQACollator
-from vqa.training import VQATrainer, for_training
+from vqa.inspection.predict import load_checkpoint
+from vqa.model.processing import VQACollator
+from vqa.training.objectives import AnswerCrossEntropy, Objective
+from vqa.training.trainer import VQATrainer, for_training
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

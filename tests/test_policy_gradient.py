@@ -13,12 +13,12 @@ from omegaconf import OmegaConf
 from transformers import BertConfig, BertForSequenceClassification
 
 from tests.objective_setup import small_splits, tiny_setup, training_rows
-from vqa.encoder_inputs import EncoderInputs
 from vqa.errors import ConfigError
-from vqa.objectives import AnswerCrossEntropy
-from vqa.policy_gradient import PolicyGradient, advantages_from_rewards
-from vqa.processing import VQACollator
-from vqa.rewards import PipelineReward, vqa_accuracy
+from vqa.model.encoder_inputs import EncoderInputs
+from vqa.model.processing import VQACollator
+from vqa.training.objectives import AnswerCrossEntropy
+from vqa.training.policy_gradient import PolicyGradient, advantages_from_rewards
+from vqa.training.rewards import PipelineReward, vqa_accuracy
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -162,7 +162,7 @@ def test_a_learned_reward_model_through_a_pipeline_plugs_in_by_target(splits: An
     processor.question_tokenizer.save_pretrained(classifier_dir)
 
     node = OmegaConf.load(CONF / "objective" / "rl.yaml")
-    node.reward = {"_target_": "vqa.rewards.PipelineReward", "model": str(classifier_dir), "device": -1}
+    node.reward = {"_target_": "vqa.training.rewards.PipelineReward", "model": str(classifier_dir), "device": -1}
     objective = instantiate(node)
     assert isinstance(objective.reward, PipelineReward)
     texts = {"questions": ["what color is the shape?"] * 2, "images": [None, None], "human_answers": [["red"]] * 2}

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from vqa import VQACollator, VQAConfig, VQAModel, VQAProcessor
-from vqa.processing import tiny_image_processor
+from vqa.model.processing import tiny_image_processor
 
 QUESTIONS = ["what color is the circle?", "is there a red shape in the image?", "what shape is present?"]
 ANSWERS = ["blue", "yes", "rectangle"]

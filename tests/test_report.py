@@ -1,5 +1,5 @@
-"""python -m vqa.report on folders that are not what it expects: one line, exit status 2 (the pages themselves are
-checked on real runs in test_train.py and in Chromium in test_browser.py)."""
+"""python -m vqa.inspection.report on folders that are not what it expects: one line, exit status 2 (the pages
+themselves are checked on real runs in test_train.py and in Chromium in test_browser.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from datasets import Dataset
 
 from vqa.errors import UserError
-from vqa.report import main, read_predictions
+from vqa.inspection.report import main, read_predictions
 
 
 def error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

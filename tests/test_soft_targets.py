@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from tests.objective_setup import small_splits, tiny_setup, training_rows
-from vqa.encoder_inputs import EncoderInputs
-from vqa.metrics import question_accuracy
-from vqa.objectives import AnswerCrossEntropy, SoftAnswerCrossEntropy
-from vqa.processing import VQACollator
-from vqa.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS, answer_targets
+from vqa.evaluation.metrics import question_accuracy
+from vqa.model.encoder_inputs import EncoderInputs
+from vqa.model.processing import VQACollator
+from vqa.training.objectives import AnswerCrossEntropy, SoftAnswerCrossEntropy
+from vqa.training.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS, answer_targets
 
 
 def test_unanimous_humans_give_one_target_of_weight_one() -> None:

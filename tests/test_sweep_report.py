@@ -1,4 +1,4 @@
-"""The sweep report over seeds: a seed column, and mean and spread per configuration (vqa.sweep_report)."""
+"""The sweep report over seeds: a seed column, and mean and spread per configuration (vqa.inspection.sweep_report)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vqa.sweep_report import main as sweep_report
+from vqa.inspection.sweep_report import main as sweep_report
 
 # (run, overrides, seed, accuracy): two configurations, three seeds each; run 5 failed (no metrics.json).
 RUNS = [

@@ -15,9 +15,9 @@ import torch
 from tests.report_checks import sections_of_a_self_contained_page
 from tests.train_command import FAST, ROOT, run_train
 from vqa import VQAModel, VQAProcessor
-from vqa.checkpoints import MANIFEST
-from vqa.report import main as report_main
-from vqa.sweep_report import main as sweep_report
+from vqa.inspection.report import main as report_main
+from vqa.inspection.sweep_report import main as sweep_report
+from vqa.training.checkpoints import MANIFEST
 
 
 def train(arguments: list[str], env: dict[str, str], command: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -87,7 +87,7 @@ def test_rl_fine_tunes_a_finished_run_and_logs_its_reward(
     assert len(steps) == 4 and all(0 <= entry["reward"] <= 1 and entry["answer_tokens"] >= 1 for entry in steps)
     assert 0 <= json.loads((run_dir / "metrics.json").read_text())["vqa_accuracy"] <= 100
     config = (run_dir / "config.yaml").read_text()
-    assert "vqa.policy_gradient.PolicyGradient" in config and f"init_from: {start}" in config
+    assert "vqa.training.policy_gradient.PolicyGradient" in config and f"init_from: {start}" in config
 
 
 def test_load_best_model_at_end_restores_every_weight_of_the_best_checkpoint(

@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 
 from tests.test_configs import composed
-from vqa.builders import tiny_model_and_processor
 from vqa.data import EasyVQAOptions, build_easy_vqa
 from vqa.errors import CheckpointError, ConfigError
-from vqa.predict import main as predict
-from vqa.processing import UNDECODABLE_IMAGES, VQACollator
+from vqa.inspection.predict import main as predict
+from vqa.inspection.sweep_report import main as sweep_report
+from vqa.model.builders import tiny_model_and_processor
+from vqa.model.processing import UNDECODABLE_IMAGES, VQACollator
 from vqa.run import build, count_cut_questions, trained_model
-from vqa.sweep_report import main as sweep_report
-from vqa.training import for_training, training_arguments, validate_config
+from vqa.training.trainer import for_training, training_arguments, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,9 +82,11 @@ def test_objective_and_init_from_mistakes_are_one_line_user_errors() -> None:
     with pytest.raises(CheckpointError, match=r"^checkpoint /no/such/run: folder not found; expected the"):
         trained_model("/no/such/run")
     with pytest.raises(ConfigError) as error:  # a typo in a `_target_` override
-        build(composed("objective=rl", "objective.reward._target_=vqa.rewards.nope").objective)
+        build(composed("objective=rl", "objective.reward._target_=vqa.training.rewards.nope").objective)
     message = str(error.value)
-    assert message.startswith("objective.reward._target_: cannot be imported (Error loading 'vqa.rewards.nope'")
+    assert message.startswith(
+        "objective.reward._target_: cannot be imported (Error loading 'vqa.training.rewards.nope'"
+    )
     assert "\n" not in message
     with pytest.raises(ConfigError, match=r"^objective\._target_: cannot be imported \(Error loading 'nope\.X'"):
         build(composed("objective._target_=nope.X").objective)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.train_command import FAST, run_train
 from tests.vqa_v2_fixture import TEST_IMAGES, write_vqa_v2
-from vqa.evaluate import evaluate_files
+from vqa.evaluation.score_files import evaluate_files
 
 # The fixture's train2014 has three images: one becomes minival (the validation split), two are trained on.
 VQA_V2 = ["data=vqa_v2", "data.minival_images=1", *FAST]

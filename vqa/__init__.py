@@ -2,9 +2,9 @@
 
 from transformers import AutoConfig, AutoModel
 
-from vqa.configuration import VQAConfig
-from vqa.modeling import VQAModel, VQAModelOutput
-from vqa.processing import VQACollator, VQAProcessor
+from vqa.model.configuration import VQAConfig
+from vqa.model.modeling import VQAModel, VQAModelOutput
+from vqa.model.processing import VQACollator, VQAProcessor
 
 AutoConfig.register(VQAConfig.model_type, VQAConfig)
 AutoModel.register(VQAConfig, VQAModel)

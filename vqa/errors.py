@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 USER_ERROR_EXIT_STATUS = 2  # as argparse uses for a bad command line
-# In a multirun job's folder: why the job failed (vqa.run.run_in_sweep writes it, vqa.sweep_report reads it).
+# In a multirun job's folder: why the job failed (vqa.run.run_in_sweep writes it, vqa.inspection.sweep_report reads it).
 FAILURE_FILE = "error.json"
 
 

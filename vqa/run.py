@@ -23,20 +23,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch.distributed.tensor import DTensor
 from transformers import TrainerState
 
-from vqa.baselines import AnswerPrior, shuffle_images
-from vqa.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
 from vqa.data.schema import column
 from vqa.errors import FAILURE_FILE, ConfigError, UserError, one_line
-from vqa.evaluation import final_validation_accuracy, validation_block
-from vqa.feature_cache import FeatureLookup, build_lookups
-from vqa.modeling import VQAModel
-from vqa.objectives import AnswerCrossEntropy
-from vqa.predict import load_checkpoint
-from vqa.processing import VQACollator, VQAProcessor
-from vqa.report import write_report
-from vqa.resume import record_overrides, resumed_config, training_finished
+from vqa.evaluation.baselines import AnswerPrior, shuffle_images
+from vqa.evaluation.validation import final_validation_accuracy, validation_block
+from vqa.inspection.predict import load_checkpoint
+from vqa.inspection.report import write_report
+from vqa.model.modeling import VQAModel
+from vqa.model.processing import VQACollator, VQAProcessor
 from vqa.run_outputs import metrics_content, official_results, run_card, write_json
-from vqa.training import (
+from vqa.training.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
+from vqa.training.feature_cache import FeatureLookup, build_lookups
+from vqa.training.objectives import AnswerCrossEntropy
+from vqa.training.resume import record_overrides, resumed_config, training_finished
+from vqa.training.trainer import (
     VQATrainer,
     for_training,
     load_checkpoint_weights,
@@ -114,7 +114,7 @@ def in_multirun() -> bool:
 def run_in_sweep(cfg: DictConfig) -> float | None:
     """`run` as one job of a multirun: a job that fails does not stop the sweep. Its folder gets `error.json`
     (the one-line error, and whether it was the user's mistake or a bug, whose traceback goes to the log), the
-    sweep goes on, and its report marks the job (`vqa.sweep_report`). Returns None for a failed job."""
+    sweep goes on, and its report marks the job (`vqa.inspection.sweep_report`). Returns None for a failed job."""
     try:
         return run(cfg)
     except Exception as error:  # recorded and reported; the sweep's other jobs still run
@@ -400,8 +400,8 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
 
 
 def report_at_the_end(folder: Path, **parts: Any) -> None:
-    """report.html for a run or a sweep (`parts`: what `vqa.report.write_report` can reuse). The run's own files are
-    complete by now, so a report that fails is logged with its traceback instead of failing the run."""
+    """report.html for a run or a sweep (`parts`: what `vqa.inspection.report.write_report` can reuse). The run's own
+    files are complete by now, so a report that fails is logged with its traceback instead of failing the run."""
     start = time.perf_counter()
     try:
         path = write_report(folder, **parts)

@@ -1,0 +1,167 @@
+"""Answer one question about one image with a trained checkpoint, and optionally show where the model looked.
+
+    python -m vqa.inspection.predict --checkpoint outputs/DATE/TIME/checkpoint --image cat.jpg \\
+        --question "what color is the cat?" --top-k 5 --attention-map cat_attention.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import PIL.Image
+import torch
+from PIL.Image import Image
+from safetensors import SafetensorError
+
+from vqa.errors import ArgumentParser, CheckpointError, exit_on_user_error, exit_with, one_line
+from vqa.inspection.attention import Head, Layer, evaluation_mode, explain, map_refusal
+from vqa.model.modeling import VQAModel, labels_from_answers
+from vqa.model.processing import ANSWER_TOKENIZER_DIR, PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, VQAProcessor
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None) -> tuple[VQAModel, VQAProcessor]:
+    """The model and processor a run saved in its `checkpoint` folder, in eval mode on `device` (GPU if any).
+
+    Raises:
+        CheckpointError: a folder that is not a run's checkpoint, lacks a file, or holds a damaged one.
+    """
+    path = Path(path)
+    expected = "expected the `checkpoint` folder of a run (outputs/<date>/<time>/checkpoint: model and processor)"
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: folder not found; {expected}")
+    required = ("config.json", PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, ANSWER_TOKENIZER_DIR)
+    missing = [name for name in required if not (path / name).exists()]
+    if not any(path.glob("*.safetensors")) and not (path / "pytorch_model.bin").is_file():
+        missing.append("model.safetensors")
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: no {', '.join(missing)}; {expected}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        processor = VQAProcessor.from_pretrained(path)  # first: its checks are cheap
+        model = VQAModel.from_pretrained(path)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, SafetensorError) as error:  # truncated or damaged files
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded ({one_line(str(error))[:300]})") from None
+    return model.to(device).eval(), processor
+
+
+@torch.no_grad()
+def top_answers(
+    model: VQAModel, processor: VQAProcessor, image: Image, question: str, k: int = 5
+) -> list[tuple[str, float]]:
+    """Up to `k` answers with the model's probability of each (the whole answer sequence, EOS included).
+
+    Candidates are the greedy answer and the `k` beams of a beam search; each is scored exactly by one
+    teacher-forced pass, so the probabilities do not depend on beam search's length normalisation.
+    """
+    batch = {name: tensor.to(model.device) for name, tensor in processor([question], [image]).items()}
+    with evaluation_mode(model):
+        candidates = [model.generate(**batch)]
+        if k > 1:
+            candidates.append(model.generate(**batch, num_beams=k, num_return_sequences=k))
+        width = max(ids.shape[1] for ids in candidates)
+        pad = model.config.decoder_config.pad_token_id
+        answer_ids = torch.cat([pad_right(ids, width, pad) for ids in candidates]).unique(dim=0)  # (C, N)
+        labels = labels_from_answers(answer_ids, model.config.decoder_config.eos_token_id)
+        count = labels.shape[0]
+        logits = model(
+            input_ids=batch["input_ids"].expand(count, -1),
+            attention_mask=batch["attention_mask"].expand(count, -1),
+            pixel_values=batch["pixel_values"].expand(count, -1, -1, -1),
+            labels=labels,
+        ).logits  # (C, N, V)
+    log_probs = logits.float().log_softmax(dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    scores = (log_probs * (labels != -100)).sum(dim=1).exp().tolist()
+    ranked = sorted(zip(processor.decode_answers(answer_ids), scores, strict=True), key=lambda pair: -pair[1])
+    return ranked[:k]
+
+
+def pad_right(ids: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    """(B, N) -> (B, width), right-padded with `value`."""
+    return torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=value)
+
+
+def parse_layer(text: str) -> Layer:
+    return text if text in ("mean", "rollout") else int(text)
+
+
+def parse_head(text: str) -> Head:
+    return "mean" if text == "mean" else int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m vqa.inspection.predict",
+        description="Answer a question about an image with a trained checkpoint; optionally write an image of "
+        "the decoder's cross-attention over the image patches and question tokens.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="a run's checkpoint folder (model + processor)")
+    parser.add_argument("--image", required=True, type=Path, help="image file (any format PIL reads)")
+    parser.add_argument("--question", required=True, help="the question, in words")
+    parser.add_argument("--top-k", type=int, default=1, help="print the K most probable answers with scores")
+    parser.add_argument("--attention-map", type=Path, help="write the attention overlay to this PNG")
+    parser.add_argument(
+        "--layer", type=parse_layer, default="mean", help="decoder layer index, 'mean' (default) or 'rollout'"
+    )
+    parser.add_argument("--head", type=parse_head, default="mean", help="attention head index or 'mean' (default)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        exit_with(f"--top-k: {args.top_k}; expected 1 or more")
+    if not args.question.strip():
+        exit_with("--question: empty; expected a question in words")
+    try:
+        with PIL.Image.open(args.image) as opened:
+            image = opened.convert("RGB")
+    except (OSError, ValueError) as error:
+        exit_with(f"--image: cannot read {args.image} ({error}); expected an image file")
+    with exit_on_user_error():
+        model, processor = load_checkpoint(args.checkpoint, args.device)
+    length = len(processor.question_tokenizer(args.question)["input_ids"])
+    if length > processor.max_question_length:
+        print(
+            f"note: the question has {length} tokens; the model reads its first {processor.max_question_length}",
+            file=sys.stderr,
+        )
+
+    refusal = map_refusal(model)
+    if refusal is not None:
+        # Blind baselines and pooled fusion have no per-token map over question and image: answers only.
+        if args.attention_map:
+            exit_with(f"--attention-map: {refusal}")
+        maps = None
+        answer = top_answers(model, processor, image, args.question, k=1)[0][0]
+    else:
+        maps = explain(model, processor, image, args.question)
+        answer = maps.answer
+        try:
+            image_share = maps.image_share(args.layer, args.head).mean()
+        except ValueError as error:  # a layer or head index out of range
+            exit_with(str(error))
+    print(f"question  {args.question}")
+    print(f"answer    {answer}")
+    if args.top_k > 1:
+        print(f"top {args.top_k}")
+        for answer, probability in top_answers(model, processor, image, args.question, args.top_k):
+            print(f"  {probability:8.4f}  {answer}")
+    if maps is not None:
+        print(f"attention on the image  {100 * image_share:.1f}% (the rest on the question)")
+    if maps is not None and args.attention_map:
+        from vqa.inspection.attention_plots import plot_answer_attention, save_figure
+
+        figure = plot_answer_attention(maps, args.layer, args.head)
+        print(f"attention map  {save_figure(figure, args.attention_map)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""A run's report page: `python -m vqa.inspection.report <run folder>` writes `report.html` into the folder.
+
+    python -m vqa.inspection.report outputs/2026-12-06/10-00-00          # one run
+    python -m vqa.inspection.report multirun/2026-12-06/10-00-00         # a sweep: its table and a plot per metric
+
+One self-contained file (plots and images inline as PNG, styles inline, nothing fetched from the network), in the
+order a researcher asks: the summary (metrics.json, run_card.json); loss and evaluation accuracy against step and
+wall time (trainer_state.json); accuracy per answer type and per question type, worst first; the model beside the
+answer priors and its shuffled-image check; a gallery of right and wrong answers, each with the image, the question,
+the answer, the human answers and where the model looked (the attention overlay).
+
+`train.py` writes it at the end of every run and every multirun (`report: false` turns that off).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import random
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from omegaconf import DictConfig, OmegaConf
+
+from vqa.data.schema import column, has_answers
+from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
+from vqa.evaluation.metrics import question_accuracy
+from vqa.inspection.sweep_report import Collected
+
+logger = logging.getLogger("vqa")
+
+REPORT_FILE = "report.html"
+EXAMPLES_PER_KIND = 6  # gallery: this many right and this many wrong answers
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; padding: 0 1rem; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
+td, th { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; }
+th { background: #f5f5f5; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; }
+.card.right { border-left: 5px solid #55a868; } .card.wrong { border-left: 5px solid #c44e52; }
+.card img { max-width: 100%; } .muted { color: #777; } code { background: #f5f5f5; padding: 0 0.2rem; }
+"""
+
+
+@dataclass
+class Example:
+    """One question of the gallery; `picture` is a PNG data URI: the attention overlay (`with_attention`) or the
+    bare image."""
+
+    question: str
+    answer: str
+    human_answers: list[str]
+    accuracy: float | None
+    picture: str
+    with_attention: bool
+
+
+def write_report(folder: Path, collected: Collected | None = None, **run_parts: Any) -> Path:
+    """report.html for a run folder (`write_run_report`, given `run_parts`) or a multirun folder
+    (`write_sweep_report`, given `collected`; a sweep's page has no gallery, so `run_parts` do not apply)."""
+    if (folder / "metrics.json").is_file():
+        return write_run_report(folder, **run_parts)
+    if any(folder.glob("*/.hydra/overrides.yaml")):
+        return write_sweep_report(folder, collected)
+    raise UserError(
+        f"{folder}: not a run folder (no metrics.json) nor a multirun folder (no <job>/.hydra/overrides.yaml); "
+        "expected the folder of a finished run or sweep"
+    )
+
+
+def write_run_report(
+    run_dir: Path,
+    splits: dict[str, Dataset] | None = None,
+    model: Any = None,
+    processor: Any = None,
+    examples_per_kind: int = EXAMPLES_PER_KIND,
+) -> Path:
+    """Write `<run_dir>/report.html`. A run passes its `splits`, `model` and `processor` at its end; without them
+    the splits are built again from the run's config.yaml (from the dataset cache) and the model is loaded from
+    `checkpoint/` when the run has one."""
+    metrics = read_json(run_dir / "metrics.json")
+    card = read_json(run_dir / "run_card.json", required=False) or {}
+    state = read_json(run_dir / "trainer_state.json", required=False) or {}
+    cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    if splits is None and cfg is not None:
+        from vqa.run import build  # the run machinery, needed only here
+
+        splits = build(cfg.data)
+    final_name = metrics.get("split") or (cfg.final_split if cfg is not None else None)
+    final_split = splits.get(final_name) if splits is not None and final_name else None
+    predictions = read_predictions(run_dir / "predictions.json", final_split)
+
+    sections = [summary_section(run_dir, metrics, card, cfg)]
+    curves = learning_curves_section(state.get("log_history", []))
+    if curves:
+        sections.append(curves)
+    if final_split is not None and predictions is not None and has_answers(final_split):
+        sections.append(per_type_section(final_split, predictions))
+        sections.append(baselines_section(metrics, splits, final_split))
+    elif metrics.get("vqa_accuracy_shuffled_images") is not None:
+        sections.append(baselines_section(metrics, None, None))
+    if final_split is not None and predictions is not None:
+        if model is None and (run_dir / "checkpoint").is_dir():
+            from vqa.inspection.predict import load_checkpoint
+
+            model, processor = load_checkpoint(run_dir / "checkpoint")
+        seed = int(metrics.get("seed") or 0)
+        sections.append(gallery_section(final_split, predictions, model, processor, examples_per_kind, seed))
+    path = run_dir / REPORT_FILE
+    path.write_text(page(f"Run {run_dir}", sections))
+    return path
+
+
+def write_sweep_report(sweep_dir: Path, collected: Collected | None = None) -> Path:
+    """Write `<sweep_dir>/report.html`: the sweep's table (as `python -m vqa.inspection.sweep_report`), each run
+    linked to its
+    own report, and one bar plot per metric across the runs. `collected`: the sweep's rows when the caller has
+    read them already (`vqa.inspection.sweep_report.collect_rows`)."""
+    from vqa.inspection.report_figures import metric_by_run
+    from vqa.inspection.sweep_report import ERROR, SEED, STATUS, collect_rows, split_overrides
+
+    rows, override_columns, metric_columns = collected or collect_rows(sweep_dir)
+    varying, common = split_overrides(rows, override_columns)
+    columns = ["run", SEED, STATUS, *varying, *metric_columns]
+    body = [f"<p>{len(rows)} runs. Common overrides: <code>{escape(' '.join(common) or 'none')}</code></p>"]
+    table_rows = []
+    for row in rows:
+        cells = [row.get(column) for column in columns]
+        if (sweep_dir / row["run"] / REPORT_FILE).is_file():  # a relative link to a local file: nothing fetched
+            cells[0] = RawHtml(f'<a href="{escape(row["run"])}/{REPORT_FILE}">{escape(row["run"])}</a>')
+        table_rows.append(cells)
+    body.append(table(columns, table_rows))
+    body.extend(
+        f"<p>run {escape(row['run'])} failed: {escape(row[ERROR])}</p>" for row in rows if row[STATUS] == "failed"
+    )
+    for metric in metric_columns:
+        values = [row.get(metric) for row in rows]
+        if any(value is not None for value in values):
+            body.append(figure(metric_by_run([row["run"] for row in rows], values, metric), metric))
+    path = sweep_dir / REPORT_FILE
+    path.write_text(page(f"Sweep {sweep_dir}", [section("sweep", "Runs", "".join(body))]))
+    return path
+
+
+# Sections -------------------------------------------------------------------------------------------------------
+
+
+def summary_section(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any], cfg: DictConfig | None) -> str:
+    accuracy = metrics.get("vqa_accuracy")
+    rows: list[list[Any]] = [
+        ["VQA accuracy", f"{percent(accuracy)} on {metrics.get('num_questions')} {metrics.get('split')} questions"],
+        *[[f"  {name}", percent(value)] for name, value in (metrics.get("per_answer_type") or {}).items()],
+        ["shuffled images", percent(metrics.get("vqa_accuracy_shuffled_images"))],
+        ["seed", str(metrics.get("seed"))],
+    ]
+    if cfg is not None:
+        model = cfg.get("model") or {}
+        rows += [
+            ["model", f"{model.get('_target_', '')} (fusion {model.get('fusion')}, freeze {model.get('freeze')})"],
+            ["data", (cfg.get("data") or {}).get("_target_", "")],
+            ["objective", (cfg.get("objective") or {}).get("_target_", "")],
+        ]
+    if card:
+        rows += [
+            ["wall time", f"{card.get('wall_seconds')} s (training {card.get('train_seconds')} s)"],
+            ["throughput", f"{card.get('train_samples_per_second')} training samples/s"],
+            ["device", f"{card.get('device')}, world size {card.get('world_size')}"],
+            ["git commit", card.get("git_commit")],
+        ]
+    dropped = {reason: count for reason, count in ((metrics.get("data") or {}).get("dropped") or {}).items() if count}
+    if dropped:
+        rows.append(["records dropped", ", ".join(f"{reason}: {count}" for reason, count in dropped.items())])
+    return section("summary", "Summary", table(["", ""], rows, header=False) + f"<p class=muted>{escape(run_dir)}</p>")
+
+
+def learning_curves_section(log_history: list[dict[str, Any]]) -> str | None:
+    from vqa.inspection.report_figures import learning_curves
+
+    picture = learning_curves(log_history)
+    if picture is None:
+        return None
+    return section("curves", "Learning curves", figure(picture, "loss and evaluation accuracy"))
+
+
+def per_type_section(split: Dataset, predictions: list[str]) -> str:
+    """Accuracy per answer type and per question type (official rules), worst first, with the question counts."""
+    from vqa.inspection.report_figures import accuracy_bars
+    from vqa.training.trainer import official_accuracy
+
+    accuracy = official_accuracy(split, predictions)
+    answer_types, question_types = column(split, "answer_type"), column(split, "question_type")
+    body = []
+    for title, per_type, counts in [
+        ("answer type", accuracy["perAnswerType"], Counter(map(str, answer_types))),
+        ("question type", accuracy["perQuestionType"], Counter(map(str, question_types))),
+    ]:
+        worst_first = sorted(per_type.items(), key=lambda item: (item[1], item[0]))
+        body.append(f"<h3>Per {title}, worst first</h3>")
+        body.append(table([title, "VQA accuracy", "questions"], [[n, a, counts[n]] for n, a in worst_first]))
+        if len(worst_first) > 1:
+            names, values = zip(*worst_first, strict=True)
+            body.append(figure(accuracy_bars(names, values, f"per {title}"), f"accuracy per {title}"))
+    return section("per-type", "Accuracy per answer type and question type", "".join(body))
+
+
+def baselines_section(metrics: dict[str, Any], splits: dict[str, Dataset] | None, final_split: Dataset | None) -> str:
+    """The model beside the answer priors (fitted on the training split, scored on the final split) and beside
+    itself on shuffled images: how much of its accuracy needs the question, the image, both."""
+    from vqa.evaluation.baselines import AnswerPrior
+    from vqa.training.trainer import score_split
+
+    rows: list[list[Any]] = [["this run", percent(metrics.get("vqa_accuracy"))]]
+    shuffled = metrics.get("vqa_accuracy_shuffled_images")
+    if shuffled is not None and metrics.get("vqa_accuracy") is not None:
+        drop = metrics["vqa_accuracy"] - shuffled
+        rows.append(["this run, each question on a random other image", f"{percent(shuffled)} (drop {drop:.2f})"])
+    if splits is not None and final_split is not None and "train" in splits:
+        train = splits["train"]
+        for by, label in [
+            ("question_type", "most common training answer per question type"),
+            ("global", "most common training answer"),
+        ]:
+            answers = AnswerPrior.fit_split(train, by).answer_split(final_split)[0]
+            rows.append([label, percent(score_split(final_split, answers).get("vqa_accuracy"))])
+    note = (
+        "<p class=muted>A model that reads the image drops sharply on shuffled images; a model near the priors "
+        "answers from the question alone.</p>"
+    )
+    return section("baselines", "Baselines and the shuffled-image check", table(["", "VQA accuracy"], rows) + note)
+
+
+def gallery_section(
+    split: Dataset, predictions: list[str], model: Any, processor: Any, per_kind: int, seed: int
+) -> str:
+    """Right and wrong answers (full and no credit by the official rules), a seeded sample of each; for a split
+    without human answers, a sample of answers."""
+    from vqa.inspection.attention import explain_batch, map_refusal
+    from vqa.inspection.report_figures import attention_overlay, plain_image
+
+    rng = random.Random(seed)
+    answered = has_answers(split)
+    human_answers = column(split, "answers")
+    scores = [question_accuracy(p, h) if answered else None for p, h in zip(predictions, human_answers, strict=True)]
+    if answered:
+        right = [index for index, score in enumerate(scores) if score == 1.0]
+        wrong = [index for index, score in enumerate(scores) if score == 0.0]
+        chosen = sorted(rng.sample(right, min(per_kind, len(right)))) + sorted(
+            rng.sample(wrong, min(per_kind, len(wrong)))
+        )
+    else:
+        chosen = sorted(rng.sample(range(len(split)), min(2 * per_kind, len(split))))
+    if not chosen:
+        return section("gallery", "Sample predictions", "<p class=muted>No questions to show.</p>")
+    rows = split.select(chosen)
+    images, questions = list(rows["image"]), list(rows["question"])
+    refusal = "no model (this run has no checkpoint)" if model is None else map_refusal(model)
+    maps = explain_batch(model, processor, images, questions) if refusal is None else None
+    examples = [
+        Example(
+            question=questions[position],
+            answer=predictions[index],
+            human_answers=list(rows[position]["answers"] or []),
+            accuracy=scores[index],
+            picture=attention_overlay(maps[position]) if maps is not None else plain_image(images[position]),
+            with_attention=maps is not None,
+        )
+        for position, index in enumerate(chosen)
+    ]
+    note = (
+        "<p class=muted>Overlay: the decoder's cross-attention on the image patches while it writes its greedy "
+        "answer (the card's answer unless the run evaluated with beam search), mean over layers and heads, "
+        "averaged over the answer's tokens; the percentage is its share on the image rather than the question.</p>"
+        if maps is not None
+        else f"<p class=muted>No attention overlays: {escape(refusal)}.</p>"
+    )
+    cards = "".join(example_card(example) for example in examples)
+    return section("gallery", "Sample predictions", note + f'<div class="gallery">{cards}</div>')
+
+
+def example_card(example: Example) -> str:
+    """One gallery card: the picture, the question, the answer with its score, the human answers with counts."""
+    alt = "attention overlay" if example.with_attention else "image"
+    kind = "" if example.accuracy is None else ("right" if example.accuracy == 1.0 else "wrong")
+    humans = ", ".join(f"{escape(answer)} ({count})" for answer, count in Counter(example.human_answers).most_common())
+    answer = (
+        f'<span class="answer">{escape(example.answer)}</span>'
+        if example.answer
+        else '<span class="answer muted">(empty answer)</span>'
+    )
+    score = "" if example.accuracy is None else f" <span class=muted>(VQA accuracy {100 * example.accuracy:.0f})</span>"
+    return (
+        f'<div class="card {kind}"><img alt="{alt}" src="{example.picture}">'
+        f"<p><b>Q:</b> {escape(example.question)}</p>"
+        f"<p><b>A:</b> {answer}{score}</p>" + (f"<p class=muted>humans: {humans}</p>" if humans else "") + "</div>"
+    )
+
+
+# HTML ------------------------------------------------------------------------------------------------------------
+
+
+class RawHtml(str):
+    """A table cell that is already HTML (a link), not text to escape."""
+
+
+def escape(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def page(title: str, sections: Sequence[str]) -> str:
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{''.join(sections)}</body></html>\n"
+    )
+
+
+def section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], header: bool = True) -> str:
+    head = "<tr>" + "".join(f"<th>{escape(column)}</th>" for column in columns) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, RawHtml):
+        return f"<td>{value}</td>"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f'<td class="number">{escape(value)}</td>'
+    return f"<td>{escape(value)}</td>"
+
+
+def figure(data_uri: str, alt: str) -> str:
+    return f'<figure><img alt="{escape(alt)}" src="{data_uri}"></figure>'
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+# Files -----------------------------------------------------------------------------------------------------------
+
+
+def read_json(path: Path, required: bool = True) -> Any:
+    if not path.is_file():
+        if required:
+            raise UserError(f"{path}: not found; expected the file of a finished run")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid JSON ({error}); expected the file a run writes") from None
+
+
+def read_predictions(path: Path, split: Dataset | None) -> list[str] | None:
+    """predictions.json's answers in the split's row order; None without the file or the split.
+
+    Raises:
+        UserError: a question of the split without an answer in the file.
+    """
+    if split is None or not path.is_file():
+        return None
+    by_question = {entry["question_id"]: entry["answer"] for entry in read_json(path)}
+    question_ids = column(split, "question_id")
+    missing = [qid for qid in question_ids if qid not in by_question]
+    if missing:
+        raise UserError(
+            f"{path}: no answer for {len(missing)} of the split's {len(split)} questions (first: question_id "
+            f"{missing[0]}); expected the predictions of this run's final split"
+        )
+    return [by_question[qid] for qid in question_ids]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m vqa.inspection.report", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="a run folder (outputs/<date>/<time>) or a multirun folder")
+    parser.add_argument(
+        "--examples", type=int, default=EXAMPLES_PER_KIND, help="gallery: right and wrong answers shown of each"
+    )
+    args = parser.parse_args(argv)
+    if args.examples < 0:
+        exit_with(f"--examples: {args.examples}; expected 0 or more")
+    with exit_on_user_error():
+        path = write_report(args.folder, examples_per_kind=args.examples)
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Turn a Hydra multirun folder into one table of overrides against metrics (markdown and CSV).
+
+    python -m vqa.inspection.sweep_report multirun/2026-11-21/10-00-00 [--csv table.csv]
+
+Each run folder contributes one row: its seed (from `.hydra/config.yaml`), the overrides that differ between runs
+(from `.hydra/overrides.yaml`; the ones all runs share are listed above the table) and its `metrics.json`
+(`val_vqa_accuracy`, the validation split's accuracy that runs are compared on; `vqa_accuracy`, the final split's,
+recorded; the shuffled-image check's accuracy as `shuffled_images`; the per-answer-type accuracies). The best run
+by validation accuracy is named under the table.
+Runs without metrics are listed with empty metric cells and counted, not dropped; a `status` column then says which
+failed (their `error.json`, written by the job: the error line is printed under the table) and which are
+unfinished.
+
+When a configuration (the varying overrides other than `seed`) ran with several seeds, as in
+`python train.py -m seed=0,1,2`, a second table gives each configuration's mean, standard deviation (n - 1) and
+range over its seeds, also written as `report_by_configuration.csv` beside the CSV.
+
+A multirun prints these tables when it ends (the `PrintReport` callback in conf/config.yaml). A job that fails does
+not stop the sweep (`vqa.run.run_in_sweep`): the other jobs run, the table marks it, and the multirun exits with
+status 2 when every failure was a user error, 1 when one was a bug.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from vqa.errors import FAILURE_FILE, USER_ERROR_EXIT_STATUS, ArgumentParser, one_line
+
+SEED = "seed"
+VALIDATION = "val_vqa_accuracy"  # the column runs are compared on: the validation split's accuracy
+STATUS, ERROR, USER_ERROR = "status", "error", "user_error"  # row keys; error and user_error only for failed jobs
+
+
+# What `collect_rows` returns: the rows, the override columns and the metric columns.
+Collected = tuple[list[dict[str, Any]], list[str], list[str]]
+
+
+def collect_rows(sweep_dir: Path) -> Collected:
+    """Rows (one per run), override columns and metric columns, in a stable order."""
+    rows: list[dict[str, Any]] = []
+    override_columns: list[str] = []
+    metric_columns: list[str] = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=_run_order):
+        run_dir = overrides_file.parent.parent
+        row: dict[str, Any] = {"run": run_dir.name, SEED: run_seed(run_dir)}
+        for override in yaml.safe_load(overrides_file.read_text()) or []:
+            key, _, value = override.partition("=")
+            if key == SEED:  # the seed column holds it, whether it was overridden or not
+                continue
+            row[key] = value
+            if key not in override_columns:
+                override_columns.append(key)
+        failure = read_failure(run_dir / FAILURE_FILE)
+        if failure is not None:
+            row[STATUS], row[ERROR], row[USER_ERROR] = "failed", failure.get("error"), failure.get("user_error")
+        metrics_file = run_dir / "metrics.json"
+        metrics = read_metrics(metrics_file) if metrics_file.is_file() and failure is None else None
+        row.setdefault(STATUS, "finished" if metrics is not None else "unfinished")
+        if metrics is not None:
+            # The held-out split the runs are compared on first; the final split's accuracy is for the record.
+            # (Runs written before metrics.json had a `validation` entry have no such cell.)
+            validation = (metrics.get("validation") or {}).get("vqa_accuracy")
+            flat = {VALIDATION: validation} if validation is not None else {}
+            flat["vqa_accuracy"] = metrics.get("vqa_accuracy")
+            if metrics.get("vqa_accuracy_shuffled_images") is not None:
+                flat["shuffled_images"] = metrics["vqa_accuracy_shuffled_images"]
+            flat.update({f"acc_{name}": value for name, value in metrics.get("per_answer_type", {}).items()})
+            for key, value in flat.items():
+                row[key] = value
+                if key not in metric_columns:
+                    metric_columns.append(key)
+        rows.append(row)
+    return rows, override_columns, metric_columns
+
+
+def run_seed(run_dir: Path) -> Any:
+    """The seed a run used: `seed` of the config Hydra composed for it; None when that file is missing, or damaged
+    (with a line on stderr naming it; the run is still listed, with an empty seed cell)."""
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        return None
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        print(
+            f"warning: {config_file}: unreadable ({one_line(error)}); its run is listed without a seed", file=sys.stderr
+        )
+        return None
+    if not isinstance(config, dict):
+        print(f"warning: {config_file}: expected a YAML mapping, found {type(config).__name__}", file=sys.stderr)
+        return None
+    return config.get(SEED)
+
+
+def by_configuration(
+    rows: list[dict[str, Any]], configuration_columns: list[str], metric_columns: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per configuration (the values of `configuration_columns`): its runs with metrics, their seeds, and
+    per metric the mean, standard deviation (n - 1; empty for one run), minimum and maximum, rounded to 2 places."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(str(row.get(column)) for column in configuration_columns), []).append(row)
+    summary_columns = ["runs", "seeds"]
+    for metric in metric_columns:
+        summary_columns += [f"{metric}_mean", f"{metric}_std", f"{metric}_min", f"{metric}_max"]
+    summaries = []
+    for members in groups.values():
+        finished = [row for row in members if row.get("vqa_accuracy") is not None]
+        summary = {column: members[0].get(column) for column in configuration_columns}
+        summary.update(runs=len(finished), seeds=" ".join(str(row.get(SEED)) for row in finished))
+        for metric in metric_columns:
+            values = [float(row[metric]) for row in finished if row.get(metric) is not None]
+            if values:
+                summary[f"{metric}_mean"] = round(statistics.fmean(values), 2)
+                summary[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
+                summary[f"{metric}_min"], summary[f"{metric}_max"] = min(values), max(values)
+        summaries.append(summary)
+    return summaries, [*configuration_columns, *summary_columns]
+
+
+def read_failure(path: Path) -> dict[str, Any] | None:
+    """A failed job's `error.json` (written by `vqa.run.run_in_sweep`), or None when the job did not fail there.
+    A damaged file still marks the job failed, with the damage as its error line."""
+    if not path.is_file():
+        return None
+    try:
+        failure = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return {"error": f"{path}: unreadable ({one_line(str(error))})", "user_error": False}
+    return failure if isinstance(failure, dict) else {"error": f"{path}: not a JSON object", "user_error": False}
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """A run's metrics.json, or None (with a line on stderr naming it) when it is damaged: the run is then listed
+    with empty metric cells and counted with the unfinished ones, not dropped."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"warning: {path}: unreadable ({error}); its run is listed without metrics", file=sys.stderr)
+        return None
+    if not isinstance(metrics, dict):
+        print(f"warning: {path}: expected a JSON object, found {type(metrics).__name__}", file=sys.stderr)
+        return None
+    return metrics
+
+
+def _run_order(path: Path) -> tuple[int, str]:
+    name = path.parent.parent.name
+    return (int(name), name) if name.isdigit() else (sys.maxsize, name)
+
+
+def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run with the highest validation accuracy (the first of a tie); None when no run has one. Model selection
+    reads validation only: the final split's accuracy never decides."""
+    scored = [row for row in rows if row.get(VALIDATION) is not None]
+    return max(scored, key=lambda row: float(row[VALIDATION])) if scored else None
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def csv_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({column: row.get(column, "") for column in columns} for row in rows)
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def split_overrides(rows: list[dict[str, Any]], override_columns: list[str]) -> tuple[list[str], list[str]]:
+    """(the override columns whose value differs between runs, `key=value` of the overrides every run shares).
+    The shared ones are the sweep's fixed settings: said once above the table, not as a column."""
+    varying = [key for key in override_columns if len({str(row.get(key)) for row in rows}) > 1]
+    common = [f"{key}={rows[0][key]}" for key in override_columns if key not in varying]
+    return varying, common
+
+
+def report(sweep_dir: Path, csv_path: Path | None = None, collected: Collected | None = None) -> list[dict[str, Any]]:
+    """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`). Returns the rows
+    reported (`collect_rows`, or `collected` when the caller has read them), none (after an error line) when the
+    folder holds no runs."""
+    rows, override_columns, metric_columns = collected or collect_rows(sweep_dir)
+    if not rows:
+        print(f"error: {sweep_dir}: no run folders with .hydra/overrides.yaml", file=sys.stderr)
+        return rows
+    varying, common = split_overrides(rows, override_columns)
+    if common:
+        print(f"common overrides: {' '.join(common)}\n")
+    status = [STATUS] if any(row[STATUS] != "finished" for row in rows) else []
+    columns = ["run", SEED, *status, *varying, *metric_columns]
+    print(markdown_table(rows, columns))
+    failed = [row for row in rows if row[STATUS] == "failed"]
+    for row in failed:
+        print(f"\nrun {row['run']} failed: {row[ERROR]}")
+    best = best_run(rows)
+    if best is not None:
+        print(
+            f"\nbest by validation: run {best['run']} ({VALIDATION} {best[VALIDATION]}; "
+            f"its final-split vqa_accuracy {best.get('vqa_accuracy')}, recorded, not used to choose)"
+        )
+    unfinished = sum(row[STATUS] == "unfinished" for row in rows)
+    if unfinished:
+        print(f"\n{unfinished} of {len(rows)} runs have no metrics.json (unfinished, or stopped without error.json)")
+    csv_path = csv_path or sweep_dir / "report.csv"
+    csv_path.write_text(csv_table(rows, columns))
+    print(f"\nCSV: {csv_path}")
+    summaries, summary_columns = by_configuration(rows, varying, metric_columns)
+    if any(summary["runs"] > 1 for summary in summaries):
+        print("\nper configuration, over its seeds (mean, standard deviation, range):\n")
+        print(markdown_table(summaries, summary_columns))
+        summary_path = csv_path.with_name(f"{csv_path.stem}_by_configuration.csv")
+        summary_path.write_text(csv_table(summaries, summary_columns))
+        print(f"\nCSV: {summary_path}")
+    return rows
+
+
+class PrintReport(Callback):
+    """Hydra callback (conf/config.yaml `hydra.callbacks`): the report of a multirun, printed when it ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The report; then, when jobs failed, exit status 2 if each was the user's mistake, 1 if any was a bug."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        print(f"\nsweep report: {sweep_dir}\n", flush=True)
+        collected = collect_rows(sweep_dir)  # once: read again, a damaged metrics.json would be warned about twice
+        failed = [row for row in report(sweep_dir, collected=collected) if row[STATUS] == "failed"]
+        if config.get("report", True):
+            from vqa.run import report_at_the_end  # the run machinery, imported when a multirun ends
+
+            report_at_the_end(sweep_dir, collected=collected)
+        if failed:
+            print(f"\n{len(failed)} of the sweep's jobs failed (above)", file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR_EXIT_STATUS if all(row[USER_ERROR] for row in failed) else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m vqa.inspection.sweep_report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holding 0/, 1/, ...)")
+    parser.add_argument("--csv", type=Path, help="where to write the CSV (default: <sweep_dir>/report.csv)")
+    args = parser.parse_args(argv)
+    return 0 if report(args.sweep_dir, args.csv) else USER_ERROR_EXIT_STATUS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

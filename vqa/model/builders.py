@@ -1,0 +1,120 @@
+"""Model-and-processor builders named by the Hydra `model` group's `_target_`.
+
+Each returns `(VQAModel, VQAProcessor)` with matching vocabularies and special-token ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+
+from vqa.data.schema import column
+from vqa.model.configuration import VQAConfig
+from vqa.model.modeling import VQAModel
+from vqa.model.processing import VQAProcessor
+
+
+def tiny_model_and_processor(
+    train_split: Dataset,
+    fusion: str = "tokens",
+    inputs: str = "both",
+    freeze: str | list[str] = "nothing",
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    image_size: int = 64,
+    patch_size: int = 8,
+    dropout: float = 0.1,
+    question_vocab_size: int = 1000,
+    answer_vocab_size: int = 300,
+    max_question_length: int = 32,
+    max_answer_length: int = 8,
+    projection_layer_norm: bool = True,
+    modality_embeddings: bool = True,
+    vision_conv_stem: bool = True,
+    conditioned_bos: bool = True,
+    cross_attention_gate: bool = False,
+    resampler: dict[str, int] | None = None,
+    lora: dict[str, Any] | None = None,
+) -> tuple[VQAModel, VQAProcessor]:
+    """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
+    processor = VQAProcessor.train_tiny(
+        column(train_split, "question"),
+        column(train_split, "multiple_choice_answer"),
+        image_size=image_size,
+        question_vocab_size=question_vocab_size,
+        answer_vocab_size=answer_vocab_size,
+        max_question_length=max_question_length,
+        max_answer_length=max_answer_length,
+    )
+    config = VQAConfig.tiny(
+        text_vocab_size=processor.question_vocab_size,
+        answer_vocab_size=processor.answer_vocab_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        dropout=dropout,
+        fusion=fusion,
+        inputs=inputs,
+        freeze=freeze,
+        projection_layer_norm=projection_layer_norm,
+        modality_embeddings=modality_embeddings,
+        vision_conv_stem=vision_conv_stem,
+        conditioned_bos=conditioned_bos,
+        cross_attention_gate=cross_attention_gate,
+        resampler=resampler,
+        lora=lora,
+        max_answer_tokens=max_answer_length,
+    )
+    return VQAModel(config), processor
+
+
+def pretrained_model_and_processor(
+    train_split: Dataset,
+    text_encoder: str,
+    image_encoder: str,
+    decoder: str,
+    dropout: float | None = None,
+    fusion: str = "tokens",
+    inputs: str = "both",
+    freeze: str | list[str] = "nothing",
+    max_question_length: int = 32,
+    max_answer_length: int = 8,
+    projection_layer_norm: bool = True,
+    modality_embeddings: bool = True,
+    cross_attention_gate: bool = False,
+    resampler: dict[str, int] | None = None,
+    lora: dict[str, Any] | None = None,
+) -> tuple[VQAModel, VQAProcessor]:
+    """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
+
+    The encoders may be of any family `vqa.model.encoders` accepts: the class comes from each checkpoint's config.
+    `dropout` sets every dropout probability of the three components; None keeps each checkpoint's own.
+    """
+    del train_split
+    model = VQAModel.from_pretrained_components(
+        text_encoder,
+        image_encoder,
+        decoder,
+        dropout=dropout,
+        fusion=fusion,
+        inputs=inputs,
+        freeze=freeze,
+        projection_layer_norm=projection_layer_norm,
+        modality_embeddings=modality_embeddings,
+        cross_attention_gate=cross_attention_gate,
+        resampler=resampler,
+        lora=lora,
+        max_answer_tokens=max_answer_length,
+    )
+    processor = VQAProcessor.from_pretrained_components(
+        text_encoder,
+        image_encoder,
+        decoder,
+        max_question_length=max_question_length,
+        max_answer_length=max_answer_length,
+    )
+    return model, processor

@@ -1,0 +1,187 @@
+"""`VQAConfig`: one config that holds the text encoder, image encoder and decoder configs plus the fusion settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from transformers import AutoConfig, DistilBertConfig, GPT2Config, PretrainedConfig, ViTConfig
+
+Inputs = Literal["both", "question_only", "image_only"]
+INPUTS: tuple[str, ...] = ("both", "question_only", "image_only")
+
+
+class VQAConfig(PretrainedConfig):
+    """Configuration of `VQAModel`.
+
+    Args:
+        text_config: config (or dict) of the question encoder: any text model of `vqa.model.encoders` (DistilBERT when
+            None).
+        vision_config: config (or dict) of the image encoder: any patch-token vision model (ViT when None).
+        decoder_config: GPT-2 config (or dict) of the answer decoder; cross-attention is switched on here.
+        fusion: `"tokens"` (every question token and image patch is a cross-attention key), `"pooled"` (the
+            textbook baseline: one averaged vector), or the import path of a `vqa.model.fusion.Fusion` subclass.
+        projection_layer_norm: apply a LayerNorm after each encoder's linear projection.
+        modality_embeddings: add a learned embedding per modality so the decoder can tell text keys from image keys.
+        vision_conv_stem: replace the ViT's one-layer patch projection by a small convolutional stem of the same
+            stride (Xiao et al. 2021, "Early convolutions help transformers see better"). For ViTs trained from
+            scratch on little data; pretrained ViTs keep their own projection.
+        conditioned_bos: add a learned map (zero at init) of the mean fused encoder state to GPT-2's BOS embedding,
+            so the decoder's first queries already depend on the question and image. Without it, the first
+            layer's cross-attention query is the same for every example.
+        cross_attention_gate: multiply each GPT-2 block's cross-attention output by tanh(g), a learned scalar per
+            block initialised at zero (Flamingo), so the decoder starts as the language model it was
+            (`vqa.model.gates`).
+        resampler: settings of `fusion="resampler"`, `{"latents": 32, "layers": 2, "heads": 4}` (`vqa.model.resampler`).
+        lora: LoRA adapters through peft, `{"targets": [component, ...], "r": 8, "alpha": 16, "dropout": 0.0}` with
+            components among decoder, cross_attention, text_encoder, image_encoder (`vqa.model.lora`); None: none.
+        inputs: the modalities the decoder reads: `"both"`, or a blind baseline: `"question_only"` (the image
+            encoder is not run and no image key enters the cross-attention) or `"image_only"` (likewise for the
+            question). The weights of the left-out encoder stay in the model, untrained, so checkpoints load across.
+        freeze: a preset name (`nothing`, `encoders`, `text_encoder`, `image_encoder`, `decoder`, `all`) or a list
+            of component names (see `vqa.model.freezing.COMPONENTS`).
+        max_answer_tokens: default number of new tokens for `generate`.
+    """
+
+    model_type = "vqa"
+    sub_configs: ClassVar[dict[str, type[PretrainedConfig]]] = {
+        "text_config": AutoConfig,
+        "vision_config": AutoConfig,
+        "decoder_config": GPT2Config,
+    }
+
+    def __init__(
+        self,
+        text_config: DistilBertConfig | dict[str, Any] | None = None,
+        vision_config: ViTConfig | dict[str, Any] | None = None,
+        decoder_config: GPT2Config | dict[str, Any] | None = None,
+        fusion: str = "tokens",
+        projection_layer_norm: bool = True,
+        modality_embeddings: bool = True,
+        vision_conv_stem: bool = False,
+        conditioned_bos: bool = False,
+        cross_attention_gate: bool = False,
+        resampler: dict[str, int] | None = None,
+        lora: dict[str, Any] | None = None,
+        inputs: Inputs = "both",
+        freeze: str | list[str] = "nothing",
+        max_answer_tokens: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        from vqa.model.encoders import as_sub_config, check_image_encoder, check_text_encoder
+        from vqa.model.fusion import fusion_class
+        from vqa.model.lora import lora_settings
+        from vqa.model.resampler import resampler_settings
+
+        try:
+            fusion_class(fusion)  # an unknown name fails here, before any weights are built
+        except ValueError as error:
+            raise ValueError(f"VQAConfig.{error}") from None
+        if inputs not in INPUTS:
+            raise ValueError(f"VQAConfig.inputs: got {inputs!r}, expected one of {', '.join(INPUTS)}")
+        self.text_config = as_sub_config(text_config, "distilbert")
+        self.vision_config = as_sub_config(vision_config, "vit")
+        check_text_encoder(self.text_config, "VQAConfig.text_config")
+        check_image_encoder(self.vision_config, "VQAConfig.vision_config")
+        self.decoder_config = _as_config(decoder_config, GPT2Config)
+        # The decoder reads the fused encoder sequence through cross-attention in every block.
+        self.decoder_config.add_cross_attention = True
+        self.decoder_config.is_decoder = True
+        self.fusion = fusion
+        self.projection_layer_norm = projection_layer_norm
+        self.modality_embeddings = modality_embeddings
+        self.vision_conv_stem = vision_conv_stem
+        self.conditioned_bos = conditioned_bos
+        self.cross_attention_gate = cross_attention_gate
+        self.resampler = resampler_settings(resampler)
+        self.lora = lora_settings(lora)
+        self.inputs = inputs
+        self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
+        self.max_answer_tokens = max_answer_tokens
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            kwargs.setdefault(name, getattr(self.decoder_config, name, None))
+        super().__init__(**kwargs)
+        # Validated here so that a wrong name fails when the config is built, before any weights are.
+        from vqa.model.freezing import resolve_freeze
+
+        resolve_freeze(self.freeze)
+
+    @classmethod
+    def tiny(
+        cls,
+        text_vocab_size: int = 1000,
+        answer_vocab_size: int = 1000,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        image_size: int = 64,
+        patch_size: int = 8,
+        dropout: float = 0.1,
+        **kwargs: Any,
+    ) -> VQAConfig:
+        """Small random-init components for CPU runs and tests (hidden 128, 2 layers; 64x64 images, 8x8 patches).
+
+        The answer vocabulary reserves ids 0, 1, 2 for pad, BOS and EOS (the layout of the tiny answer tokenizer).
+        """
+        text_config = DistilBertConfig(
+            vocab_size=text_vocab_size,
+            dim=hidden_size,
+            n_layers=num_layers,
+            n_heads=num_heads,
+            hidden_dim=4 * hidden_size,
+            max_position_embeddings=64,
+            dropout=dropout,
+            attention_dropout=dropout,
+            pad_token_id=0,
+        )
+        vision_config = ViTConfig(
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=4 * hidden_size,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
+        decoder_config = GPT2Config(
+            vocab_size=answer_vocab_size,
+            n_positions=32,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+        return cls(text_config=text_config, vision_config=vision_config, decoder_config=decoder_config, **kwargs)
+
+
+def _as_config(value: PretrainedConfig | dict[str, Any] | None, config_class: type[PretrainedConfig]) -> Any:
+    """Accept a config object, its dict form (as read back from config.json), or None for the class defaults."""
+    if value is None:
+        return config_class()
+    if isinstance(value, dict):
+        return config_class(**value)
+    if not isinstance(value, config_class):
+        raise TypeError(f"expected a {config_class.__name__} or dict, got {type(value).__name__}")
+    return value
+
+
+def checked_settings(
+    name: str, value: Mapping[str, Any], defaults: Mapping[str, Any], positive_integers: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A settings mapping (a dict, or Hydra's DictConfig) over `defaults`: unknown keys and non-positive integers
+    raise one-line ValueErrors naming `name.key`."""
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise ValueError(f"{name}: unknown key {unknown[0]!r}; expected {', '.join(defaults)}")
+    settings = {**defaults, **value}
+    for key in positive_integers:
+        number = settings[key]
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise ValueError(f"{name}.{key}: got {number!r}, expected a positive integer")
+    return settings

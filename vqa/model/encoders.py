@@ -1,0 +1,245 @@
+"""The question and image encoders: any Hugging Face text model whose output has `last_hidden_state`, and any
+vision model with patch tokens, each picked from its checkpoint's config through the Auto classes.
+
+Text: DistilBERT (default), BERT, RoBERTa, MiniLM, ... Image: ViT (default), DeiT, DINOv2, and the vision tower of a
+full CLIP or SigLIP checkpoint, taken from it automatically. Loading a checkpoint into a fixed class would not fail
+for another family: it prints a load report and returns mostly random weights. Picking the class from the config
+makes a wrong choice impossible rather than silent.
+
+Shapes: M questions of Lq tokens, N images of H x W pixels; I image-encoder positions: its prefix tokens (ViT's CLS,
+DeiT's CLS and distillation token, none for SigLIP), then the P = rows x cols patches.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+from vqa.errors import CheckpointError, ConfigError, one_line
+from vqa.model.encoder_inputs import EncoderInputs
+
+DEFAULT_MODEL_TYPES = {"text_config": "distilbert", "vision_config": "vit"}
+# Settings that leave out a pooling head the VQA model never reads (under DDP an unused trainable parameter is an
+# error). `add_pooling_layer` is an __init__ argument (ViT, DeiT, BERT, RoBERTa); `vision_use_head` a config field
+# (SigLIP).
+POOLER_ARGUMENT = "add_pooling_layer"
+POOLER_CONFIG_SWITCHES = {"vision_use_head": False}
+# Parameters that `last_hidden_state` does not depend on, by model type (dotted name parts; transformers versions
+# differ in the prefix, e.g. `vision_model.`): kept, so checkpoints load whole, but never trained. CLIP's vision tower
+# applies its final LayerNorm to the pooled CLS only; DINOv2's mask token replaces patches in masked pretraining only.
+UNUSED_PARAMETERS = {"clip_vision_model": ("post_layernorm.",), "dinov2": ("embeddings.mask_token",)}
+# The dropout probabilities a component's config may hold, by the names the families use (DistilBERT and CLIP:
+# dropout, attention_dropout; BERT and ViT: hidden_dropout_prob, attention_probs_dropout_prob; GPT-2: *_pdrop).
+DROPOUT_FIELDS = (
+    "dropout",
+    "attention_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+)
+
+
+def as_sub_config(value: PretrainedConfig | dict[str, Any] | None, default_model_type: str) -> PretrainedConfig:
+    """A sub-config from a config object, its dict form (as read back from config.json: its `model_type` picks the
+    class), or None for the defaults of `default_model_type`."""
+    if value is None:
+        return CONFIG_MAPPING[default_model_type]()
+    if isinstance(value, dict):
+        model_type = value.get("model_type") or default_model_type
+        if model_type not in CONFIG_MAPPING:
+            raise ValueError(f"model_type {model_type!r} is not a transformers model type")
+        return CONFIG_MAPPING[model_type](**{key: item for key, item in value.items() if key != "model_type"})
+    if not isinstance(value, PretrainedConfig):
+        raise TypeError(f"expected a transformers config or dict, got {type(value).__name__}")
+    return value
+
+
+def pretrained_config(name_or_path: str | os.PathLike[str], source: str) -> PretrainedConfig:
+    """The config of a checkpoint (hub name or local folder); one line (CheckpointError) when there is none."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{source}: cannot load a config ({one_line(error)}); expected a hub name or a folder with config.json"
+        ) from None
+
+
+def check_text_encoder(config: PretrainedConfig, source: str = "model.text_encoder") -> None:
+    """Refuse, in one line, a config that is not a text encoder's."""
+    if hasattr(config, "vision_config") or hasattr(config, "patch_size"):
+        raise ConfigError(
+            f"{source}: a {config.model_type!r} model is not a text encoder; expected one whose output has "
+            "last_hidden_state over the question tokens (distilbert, bert, roberta, ...)"
+        )
+    _model_class(config, source)
+
+
+def check_image_encoder(config: PretrainedConfig, source: str = "model.image_encoder") -> None:
+    """Refuse, in one line, a config without patch tokens (the decoder reads one key per patch)."""
+    if not isinstance(getattr(config, "patch_size", None), int):
+        raise ConfigError(
+            f"{source}: a {config.model_type!r} model has no patch_size, so no patch tokens; expected a ViT-family "
+            "image encoder (vit, deit, dinov2, or a clip / siglip checkpoint's vision tower)"
+        )
+    _model_class(config, source)
+
+
+def vision_tower_config(config: PretrainedConfig) -> PretrainedConfig:
+    """A full CLIP or SigLIP config -> its vision tower's config; any other config unchanged."""
+    tower = getattr(config, "vision_config", None)
+    return tower if isinstance(tower, PretrainedConfig) else config
+
+
+def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
+    """A random-init encoder of `config`'s family, without a pooling head."""
+    model_class = _model_class(config, config.model_type)
+    return model_class(_without_pooling_head(config), **_init_arguments(model_class))
+
+
+def with_dropout(config: PretrainedConfig, dropout: float | None) -> PretrainedConfig:
+    """`config` with every dropout probability it holds (DROPOUT_FIELDS) set to `dropout`; None leaves the
+    checkpoint's own values. Set on the config before the model is built, so that attention kernels that read the
+    probability from the config (not from an nn.Dropout module) use it too, and a saved checkpoint keeps it."""
+    if dropout is not None:
+        for field in DROPOUT_FIELDS:
+            if isinstance(getattr(config, field, None), float | int):
+                setattr(config, field, float(dropout))
+    return config
+
+
+def load_encoder(name_or_path: str | os.PathLike[str], role: str, dropout: float | None = None) -> PreTrainedModel:
+    """A pretrained encoder (hub name or local folder) of whatever family its config names, without a pooling head.
+
+    Args:
+        role: `text` or `image`; an image checkpoint with a vision tower inside (CLIP, SigLIP) gives the tower.
+        dropout: every dropout probability of the encoder (`with_dropout`); None keeps the checkpoint's.
+    """
+    source = f"model.{role}_encoder ({name_or_path})"
+    config = pretrained_config(name_or_path, source)
+    if role == "image":
+        config = vision_tower_config(config)
+        check_image_encoder(config, source)
+    else:
+        check_text_encoder(config, source)
+    model_class = _model_class(config, source)
+    return model_class.from_pretrained(
+        name_or_path, config=with_dropout(_without_pooling_head(config), dropout), **_init_arguments(model_class)
+    )
+
+
+def unused_parameters(encoder: PreTrainedModel) -> list[nn.Parameter]:
+    """The encoder's parameters that its `last_hidden_state` does not depend on (see UNUSED_PARAMETERS)."""
+    parts = [f".{part}" for part in UNUSED_PARAMETERS.get(encoder.config.model_type, ())]
+    return [parameter for name, parameter in encoder.named_parameters() if any(part in f".{name}" for part in parts)]
+
+
+def question_states(encoder: PreTrainedModel, inputs: EncoderInputs, dtype: torch.dtype) -> torch.FloatTensor:
+    """(M, Lq, Ht) the text encoder's `last_hidden_state`, or the cached one (cast to `dtype`) when given."""
+    if inputs.attention_mask is None:
+        raise ValueError("attention_mask (M, Lq) is required: it marks the question tokens")
+    if (inputs.input_ids is None) == (inputs.question_features is None):
+        raise ValueError("give exactly one of input_ids and question_features")
+    if inputs.question_features is not None:
+        return inputs.question_features.to(dtype)
+    return encoder(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).last_hidden_state
+
+
+def image_states(encoder: PreTrainedModel, inputs: EncoderInputs, dtype: torch.dtype) -> torch.FloatTensor:
+    """(N, I, Hv) the image encoder's `last_hidden_state`, or the cached one (cast to `dtype`) when given."""
+    if (inputs.pixel_values is None) == (inputs.image_features is None):
+        raise ValueError("give exactly one of pixel_values and image_features")
+    if inputs.image_features is not None:
+        return inputs.image_features.to(dtype)
+    return encoder(pixel_values=inputs.pixel_values.to(encoder.dtype)).last_hidden_state
+
+
+def patch_grid(config: PretrainedConfig, height: int, width: int) -> tuple[int, int]:
+    """(rows, cols) of patches that an image encoder cuts from a (height, width) input."""
+    patch_height, patch_width = _pair(config.patch_size)
+    return height // patch_height, width // patch_width
+
+
+class ConvPatchStem(nn.Sequential):
+    """Stride-2 3x3 convolutions down to the patch grid, then a 1x1 projection to the encoder width.
+
+    (N, 3, H, W) -> (N, Hv, H / patch, W / patch), like the single strided convolution it replaces. The patch size
+    must be a power of two.
+    """
+
+    def __init__(self, num_channels: int, hidden_size: int, patch_size: int) -> None:
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"vision_conv_stem: patch_size {patch_size} is not a power of two >= 2")
+        stages = patch_size.bit_length() - 1  # one stride-2 convolution per halving
+        widths = [num_channels] + [max(hidden_size >> (stages - 1 - stage), 8) for stage in range(stages)]
+        layers: list[nn.Module] = []
+        for in_channels, out_channels in itertools.pairwise(widths):
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.GELU()]
+        layers.append(nn.Conv2d(widths[-1], hidden_size, 1))
+        super().__init__(*layers)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The last layer's weight: the encoders read `<patch projection>.weight.dtype` to cast their input."""
+        return self[-1].weight
+
+    def he_init(self) -> None:
+        """He init (the encoders' std-0.02 init would shrink activations at each unnormalised layer), so that image
+        content, not the position embeddings, dominates the patch tokens from the start: otherwise every image looks
+        alike to the decoder and learning stalls on a plateau."""
+        for layer in self:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+
+
+def install_conv_stem(encoder: PreTrainedModel) -> ConvPatchStem:
+    """Replace the encoder's patch projection (its one convolution with kernel = stride = patch size) by a
+    `ConvPatchStem`; returns the stem. Refuses an encoder without exactly one such convolution."""
+    config = encoder.config
+    patch = _pair(config.patch_size)
+    found = [
+        name
+        for name, module in encoder.named_modules()
+        if isinstance(module, nn.Conv2d) and module.kernel_size == patch and module.stride == patch
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"vision_conv_stem: a {config.model_type!r} image encoder has {len(found)} patch convolutions "
+            f"(kernel = stride = {config.patch_size}); expected exactly one to replace"
+        )
+    parent_name, _, attribute = found[0].rpartition(".")
+    stem = ConvPatchStem(config.num_channels, config.hidden_size, patch[0])
+    setattr(encoder.get_submodule(parent_name), attribute, stem)
+    return stem
+
+
+def _model_class(config: PretrainedConfig, source: str) -> type[PreTrainedModel]:
+    try:
+        return MODEL_MAPPING[type(config)]
+    except KeyError:
+        raise ConfigError(f"{source}: model_type {config.model_type!r} has no transformers AutoModel class") from None
+
+
+def _without_pooling_head(config: PretrainedConfig) -> PretrainedConfig:
+    for name, value in POOLER_CONFIG_SWITCHES.items():
+        if hasattr(config, name):
+            setattr(config, name, value)
+    return config
+
+
+def _init_arguments(model_class: type[PreTrainedModel]) -> dict[str, Any]:
+    accepts_pooler_switch = POOLER_ARGUMENT in inspect.signature(model_class.__init__).parameters
+    return {POOLER_ARGUMENT: False} if accepts_pooler_switch else {}
+
+
+def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

@@ -1,0 +1,112 @@
+"""Training objectives: what the Trainer minimises for a batch.
+
+An objective is a callable `(model, batch, num_items_in_batch) -> (loss, model output)`, chosen by the Hydra group
+`objective` (`objective=answer`, the default) and called by `VQATrainer.compute_loss`. `model` is what the Trainer
+trains (possibly wrapped by DDP: call it, do not reach into it, so that gradients are synchronised); `batch` is the
+collator's batch; `num_items_in_batch` is the Trainer's count of label tokens over all micro-batches of an
+optimizer step (None outside training), by which a token-summed loss is divided so that gradient accumulation and
+DDP average over tokens exactly.
+
+An objective may also define `collator_options` (keyword arguments for `vqa.model.processing.VQACollator`: the batch
+keys it needs beyond the model inputs), `bind(model, processor)` (called once by the trainer, before training),
+`log_values()` (numbers added to each training log entry) and `averages_own_batch = True` (its loss is a mean over
+its own micro-batch, not divided by `num_items_in_batch`: the trainer then divides by the accumulation steps).
+
+`VQAModel.forward` still returns `answer_cross_entropy` when given `labels`, for Hugging Face compatibility; the
+evaluation loss (`eval_loss`) is that one whatever the objective, so it compares across objectives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
+from torch import nn
+
+from vqa.model.encoder_inputs import EncoderInputs
+from vqa.training.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS
+
+Objective = Callable[[nn.Module, Mapping[str, torch.Tensor], int | torch.Tensor | None], tuple[torch.Tensor, Any]]
+
+
+def teacher_forced(model: nn.Module, inputs: EncoderInputs, labels: torch.LongTensor) -> Any:
+    """The model's output (logits (B, T, V)) when its decoder reads `labels` (B, T) `answer EOS` teacher-forced.
+
+    The forward pass goes through `model` as given (a DDP wrapper synchronises gradients); only the label shifting
+    uses the model inside it. Only the encoder inputs are passed: a batch may carry more for the objective.
+    """
+    decoder_input_ids, decoder_attention_mask = extract_model_from_parallel(model).decoder_inputs_from_labels(labels)
+    return model(
+        **inputs.as_kwargs(), decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask
+    )
+
+
+class AnswerCrossEntropy:
+    """Teacher-forced cross-entropy of the reference answer's tokens and EOS (`labels`: `answer EOS`, -100 padded)."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: Mapping[str, torch.Tensor],
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        labels = batch["labels"]
+        outputs = teacher_forced(model, EncoderInputs.pick(batch), labels)
+        return answer_cross_entropy(outputs.logits, labels, num_items_in_batch), outputs
+
+
+class SoftAnswerCrossEntropy:
+    """The weighted sum of the sequence cross-entropies of every distinct human answer (`vqa.training.soft_targets`:
+    weight = the answer's official VQA score, normalised per question), divided by the reference answers' token count
+    like `AnswerCrossEntropy`; with ten agreeing humans it is exactly that objective.
+
+    The encoders run once per distinct question and image; only the decoder runs once per target answer.
+    """
+
+    collator_options: ClassVar[dict[str, Any]] = {"soft_targets": True}
+
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: Mapping[str, torch.Tensor],
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        if ANSWER_LABELS not in batch:
+            raise ValueError(
+                "objective=soft: the batch has no soft targets; build the collator with "
+                "VQACollator(..., **objective.collator_options)"
+            )
+        labels, weights = batch[ANSWER_LABELS], batch[ANSWER_WEIGHTS]  # (A, T), (A,)
+        outputs = teacher_forced(model, EncoderInputs.pick(batch).select_examples(batch[ANSWER_EXAMPLE]), labels)
+        token_losses = F.cross_entropy(
+            outputs.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none"
+        ).view_as(labels)  # (A, T), 0 on padding
+        total = (token_losses.sum(dim=1) * weights).sum()
+        return per_label_token(total, batch["labels"], num_items_in_batch), outputs
+
+
+def answer_cross_entropy(
+    logits: torch.FloatTensor,
+    labels: torch.LongTensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.FloatTensor:
+    """Cross-entropy summed over label tokens (-100 ignored), divided by `num_items_in_batch` or the local count.
+
+    Args:
+        logits: (B, T, V), computed in float32 for a stable softmax under mixed precision.
+        labels: (B, T) targets aligned with `logits`.
+    """
+    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    return per_label_token(total, labels, num_items_in_batch)
+
+
+def per_label_token(
+    total: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: int | torch.Tensor | None
+) -> torch.Tensor:
+    """A token-summed loss divided by `num_items_in_batch` or, outside training, the label tokens of `labels`."""
+    count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
+    # clamp: a batch with no label tokens gives a zero loss rather than NaN.
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
