@@ -11,7 +11,7 @@ from datasets import Dataset
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
 from vqa.evaluation.baselines import AnswerPrior, shuffle_images
-from vqa.training.trainer import score_split
+from vqa.evaluation.scoring import score_split
 
 
 def blind_model(inputs: str, fusion: str = "tokens") -> VQAModel:

@@ -24,7 +24,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.report_checks import sections_of_a_self_contained_page
 from tests.train_command import FAST, ROOT, run_train
 from vqa.inspection.attention import explain
-from vqa.inspection.predict import load_checkpoint, top_answers
+from vqa.inspection.predict import top_answers
+from vqa.model.loading import load_checkpoint
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(

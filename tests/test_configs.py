@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
-from vqa.training.trainer import ConfigError, validate_config
+from vqa.config_checks import validate_config
+from vqa.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

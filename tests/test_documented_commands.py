@@ -25,8 +25,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 
 from train import composition_error_line, conflicting_modes
+from vqa.config_checks import validate_config
 from vqa.errors import UserError
-from vqa.training.trainer import training_arguments, validate_config
+from vqa.training.arguments import training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -12,10 +12,11 @@ from torch import nn
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
+from vqa.config_checks import validate_config
+from vqa.errors import ConfigError
 from vqa.inspection.attention import map_refusal
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.fusion import FusedSequence, Fusion, repeat_rows
-from vqa.training.trainer import ConfigError, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TOY = "tests.test_fusion.QuestionTokensAndMeanImage"

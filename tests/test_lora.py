@@ -11,10 +11,11 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
+from vqa.config_checks import validate_config
+from vqa.errors import ConfigError
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.freezing import component_of
 from vqa.training.feature_cache import build_lookups
-from vqa.training.trainer import ConfigError, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DECODER_LORA = {"targets": ["decoder"], "r": 4, "alpha": 8}

@@ -18,7 +18,7 @@ from torch import nn
 from tests.conftest import make_batch, one_sgd_step_arguments
 from tests.objective_setup import small_splits, tiny_setup
 from vqa import VQAConfig, VQAModel
-from vqa.inspection.predict import load_checkpoint
+from vqa.model.loading import load_checkpoint
 from vqa.model.processing import VQACollator
 from vqa.training.objectives import AnswerCrossEntropy, Objective
 from vqa.training.trainer import VQATrainer, for_training
@@ -128,7 +128,7 @@ def test_a_model_trained_with_each_objective_saves_reloads_and_evaluates(
         args=arguments,
         train_dataset=for_training(easy_vqa_splits["train"]),
         eval_dataset=for_training(easy_vqa_splits["validation"]),
-        data_collator=VQACollator(processor, **getattr(objective, "collator_options", {})),
+        data_collator=VQACollator(processor, batch_extras=getattr(objective, "batch_extras", None)),
         processor=processor,
         objective=objective,
     )

@@ -59,7 +59,7 @@ def test_the_gradient_is_the_hand_computed_reinforce_gradient(splits: Any) -> No
         reward=answer_length_reward, samples=3, temperature=1.5, top_k=0, scale_rewards="none", loss_type="dapo"
     )
     objective.bind(model, processor)
-    batch = VQACollator(processor, **objective.collator_options)(training_rows(splits["train"], 2))
+    batch = VQACollator(processor, batch_extras=objective.batch_extras)(training_rows(splits["train"], 2))
     torch.manual_seed(0)
     loss, sampled = objective(model, batch)
     assert sampled.labels.shape[0] == 6 and sampled.advantages.abs().sum() > 0
@@ -91,7 +91,7 @@ def test_scst_advantage_is_the_reward_minus_the_greedy_answers_reward(splits: An
     model, processor = tiny_setup(splits["train"])
     objective = PolicyGradient(reward=answer_length_reward, samples=2, baseline="greedy", scale_rewards="none")
     objective.bind(model, processor)
-    batch = VQACollator(processor, **objective.collator_options)(training_rows(splits["train"], 3))
+    batch = VQACollator(processor, batch_extras=objective.batch_extras)(training_rows(splits["train"], 3))
     _, sampled = objective(model, batch)
     greedy = processor.decode_answers(model.generate(**EncoderInputs.pick(batch).as_kwargs()))
     greedy_rewards = torch.tensor([float(len(answer)) for answer in greedy]).repeat_interleave(2)
@@ -116,7 +116,7 @@ def test_mean_reward_rises_on_a_handful_of_questions(splits: Any) -> None:
         optimizer.step()
     objective = PolicyGradient(samples=8)
     objective.bind(model, processor)
-    batch = VQACollator(processor, **objective.collator_options)(rows)
+    batch = VQACollator(processor, batch_extras=objective.batch_extras)(rows)
     torch.manual_seed(0)
     rewards = []
     for _ in range(30):
@@ -137,7 +137,7 @@ def test_kl_penalty_starts_at_zero_and_grows_as_the_policy_moves(splits: Any) ->
     model, processor = tiny_setup(splits["train"])
     objective = PolicyGradient(reward=answer_length_reward, samples=4, beta=0.1)
     objective.bind(model, processor)
-    batch = VQACollator(processor, **objective.collator_options)(training_rows(splits["train"], 4))
+    batch = VQACollator(processor, batch_extras=objective.batch_extras)(training_rows(splits["train"], 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     kls = []
     for _ in range(3):
@@ -176,7 +176,7 @@ def test_a_learned_reward_model_through_a_pipeline_plugs_in_by_target(splits: An
     torch.testing.assert_close(torch.tensor(scores), expected, rtol=1e-4, atol=1e-5)
 
     objective.bind(model, processor)
-    batch = VQACollator(processor, **objective.collator_options)(training_rows(splits["train"], 2))
+    batch = VQACollator(processor, batch_extras=objective.batch_extras)(training_rows(splits["train"], 2))
     loss, sampled = objective(model, batch)
     assert torch.isfinite(loss) and sampled.rewards.shape == (8,)
     assert torch.all((sampled.rewards >= 0) & (sampled.rewards <= 1))

@@ -11,9 +11,10 @@ from hydra import compose, initialize_config_dir
 from tests.conftest import make_batch
 from tests.test_attention import QUESTIONS, shape_image, tiny
 from vqa import VQAConfig, VQAModel
+from vqa.config_checks import validate_config
+from vqa.errors import ConfigError
 from vqa.inspection.attention import explain
 from vqa.model.encoder_inputs import EncoderInputs
-from vqa.training.trainer import ConfigError, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LATENTS = 8

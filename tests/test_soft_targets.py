@@ -54,7 +54,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_soft_objective_equals_the_answer_objective_when_the_humans_agree(setting: dict[str, Any]) -> None:
     rows = training_rows(setting["splits"]["train"], 12)  # easy-VQA: the ten answers are one answer
-    batch = VQACollator(setting["processor"], **SoftAnswerCrossEntropy.collator_options)(rows)
+    batch = VQACollator(setting["processor"], batch_extras=SoftAnswerCrossEntropy.batch_extras)(rows)
     assert torch.equal(batch[ANSWER_LABELS], batch["labels"]) and torch.all(batch[ANSWER_WEIGHTS] == 1)
     model = setting["model"]
     soft, _ = SoftAnswerCrossEntropy()(model, batch)
@@ -75,7 +75,7 @@ def test_soft_loss_is_the_weighted_sum_of_each_answers_cross_entropy(setting: di
     human_answers = [["yes"] * 9 + ["no"], ["circle"] * 4 + ["Circle"] + ["rectangle"] * 5, ["red"] * 10]
     rows = [{**row, "answers": answers} for row, answers in zip(rows, human_answers, strict=True)]
     processor, model = setting["processor"], setting["model"]
-    batch = VQACollator(processor, soft_targets=True)(rows)
+    batch = VQACollator(processor, batch_extras=SoftAnswerCrossEntropy.batch_extras)(rows)
     assert batch[ANSWER_EXAMPLE].tolist() == [0, 0, 1, 1, 2]
     loss, _ = SoftAnswerCrossEntropy()(model, batch)
 
@@ -95,7 +95,7 @@ def test_encoders_run_once_per_question_however_many_answers(setting: dict[str, 
     rows = training_rows(setting["splits"]["train"], 4)
     rows = [{**row, "answers": ["a", "b", "c", "d", "e"] * 2} for row in rows]  # 5 targets per question
     model = setting["model"]
-    batch = VQACollator(setting["processor"], soft_targets=True)(rows)
+    batch = VQACollator(setting["processor"], batch_extras=SoftAnswerCrossEntropy.batch_extras)(rows)
     encoded_rows: dict[str, int] = {}
 
     def count(name: str) -> Any:

@@ -13,14 +13,17 @@ import torch
 from PIL import Image
 
 from tests.test_configs import composed
+from vqa.config_checks import validate_config
 from vqa.data import EasyVQAOptions, build_easy_vqa
 from vqa.errors import CheckpointError, ConfigError
 from vqa.inspection.predict import main as predict
 from vqa.inspection.sweep_report import main as sweep_report
+from vqa.instantiate import instantiate
 from vqa.model.builders import tiny_model_and_processor
 from vqa.model.processing import UNDECODABLE_IMAGES, VQACollator
-from vqa.run import build, count_cut_questions, trained_model
-from vqa.training.trainer import for_training, training_arguments, validate_config
+from vqa.run import count_cut_questions, trained_model
+from vqa.training.arguments import training_arguments
+from vqa.training.trainer import for_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,18 +81,18 @@ def test_trainer_args_types_are_checked_before_anything_is_built(overrides: list
 def test_objective_and_init_from_mistakes_are_one_line_user_errors() -> None:
     # `build` turns a target's UserError out of Hydra's InstantiationException (train.py prints it, exits 2).
     with pytest.raises(ConfigError, match=r"^objective\.baseline: got 'mean', expected one of group, greedy$"):
-        build(composed("objective=rl", "objective.baseline=mean").objective)
+        instantiate(composed("objective=rl", "objective.baseline=mean").objective)
     with pytest.raises(CheckpointError, match=r"^checkpoint /no/such/run: folder not found; expected the"):
         trained_model("/no/such/run")
     with pytest.raises(ConfigError) as error:  # a typo in a `_target_` override
-        build(composed("objective=rl", "objective.reward._target_=vqa.training.rewards.nope").objective)
+        instantiate(composed("objective=rl", "objective.reward._target_=vqa.training.rewards.nope").objective)
     message = str(error.value)
     assert message.startswith(
         "objective.reward._target_: cannot be imported (Error loading 'vqa.training.rewards.nope'"
     )
     assert "\n" not in message
     with pytest.raises(ConfigError, match=r"^objective\._target_: cannot be imported \(Error loading 'nope\.X'"):
-        build(composed("objective._target_=nope.X").objective)
+        instantiate(composed("objective._target_=nope.X").objective)
 
 
 def test_values_that_transformers_refuses_become_one_config_line(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -16,34 +15,29 @@ import torch.distributed as dist
 import transformers
 from datasets import Dataset
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.tensor import DTensor
 from transformers import TrainerState
 
+from vqa.config_checks import validate_config
 from vqa.data.schema import column
-from vqa.errors import FAILURE_FILE, ConfigError, UserError, one_line
+from vqa.errors import FAILURE_FILE, UserError, one_line
 from vqa.evaluation.baselines import AnswerPrior, shuffle_images
+from vqa.evaluation.scoring import score_split
 from vqa.evaluation.validation import final_validation_accuracy, validation_block
-from vqa.inspection.predict import load_checkpoint
-from vqa.inspection.report import write_report
+from vqa.inspection.report import report_at_the_end
+from vqa.instantiate import instantiate
+from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQACollator, VQAProcessor
 from vqa.run_outputs import metrics_content, official_results, run_card, write_json
+from vqa.training.arguments import training_arguments
 from vqa.training.checkpoints import discard_incomplete, latest_complete_checkpoint, replace_folder
 from vqa.training.feature_cache import FeatureLookup, build_lookups
 from vqa.training.objectives import AnswerCrossEntropy
 from vqa.training.resume import record_overrides, resumed_config, training_finished
-from vqa.training.trainer import (
-    VQATrainer,
-    for_training,
-    load_checkpoint_weights,
-    score_split,
-    training_arguments,
-    validate_config,
-)
+from vqa.training.trainer import VQATrainer, for_training, load_checkpoint_weights
 
 logger = logging.getLogger("vqa")
 CODE_FOLDER = Path(__file__).resolve().parents[1]
@@ -145,7 +139,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     validate_config(cfg)
     # Built now so that a wrong trainer.args value stops the run before any data or model is built.
     args = None if cfg.get("prior") else training_arguments(cfg, str(run_dir))
-    objective = build(cfg.objective) if cfg.get("objective") and not cfg.get("prior") else AnswerCrossEntropy()
+    objective = instantiate(cfg.objective) if cfg.get("objective") and not cfg.get("prior") else AnswerCrossEntropy()
     trained = trained_model(cfg.init_from) if cfg.get("init_from") and not cfg.get("prior") else None
     checkpoint = latest_complete_checkpoint(run_dir) if cfg.get("resume") else None
     transformers.set_seed(cfg.seed)
@@ -158,7 +152,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         if checkpoint is not None:
             discard_incomplete(run_dir, checkpoint)
 
-    splits = build(cfg.data)
+    splits = instantiate(cfg.data)
     for line in data_report_lines({"dropped": splits.dropped}):
         logger.warning(line)
     if cfg.get("prior"):
@@ -169,7 +163,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             "model and processor from %s (init_from; its own config, the model group is not used)", cfg.init_from
         )
     else:
-        model, processor = build(cfg.model, train_split=splits["train"])
+        model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
     used_splits = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
     questions_cut = {name: count_cut_questions(processor, splits[name]) for name in used_splits}
@@ -184,7 +178,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
             )
 
     # The batch keys the objective needs beyond the model inputs (soft targets, question and answer texts).
-    collator = VQACollator(processor, inputs=model.config.inputs, **getattr(objective, "collator_options", {}))
+    collator = VQACollator(processor, inputs=model.config.inputs, batch_extras=getattr(objective, "batch_extras", None))
     trainer = VQATrainer(
         model=model,
         args=args,
@@ -287,23 +281,6 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     return validation_accuracy
 
 
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate`, with a user error of the target (bad data, a bad option) raised as itself: Hydra
-    wraps every exception of a target in an InstantiationException. A `_target_` that cannot be imported (a typo in
-    an override) is a ConfigError naming the config key."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        if isinstance(error.__cause__, ImportError):
-            # Hydra's message names the full key of a nested target (`full_key: objective.reward`).
-            nested = re.search(r"full_key: (\S+)", str(error))
-            key = nested.group(1) if nested else node._key()
-            raise ConfigError(f"{key}._target_: cannot be imported ({one_line(str(error.__cause__))})") from None
-        raise
-
-
 def trained_model(path: str | Path) -> tuple[VQAModel, VQAProcessor]:
     """`init_from`: the model and processor of a finished run (its folder or its `checkpoint` folder), to train on.
 
@@ -397,21 +374,6 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
     if cfg.get("report", True):
         report_at_the_end(run_dir, splits=splits)
     return validation_accuracy
-
-
-def report_at_the_end(folder: Path, **parts: Any) -> None:
-    """report.html for a run or a sweep (`parts`: what `vqa.inspection.report.write_report` can reuse). The run's own
-    files are complete by now, so a report that fails is logged with its traceback instead of failing the run."""
-    start = time.perf_counter()
-    try:
-        path = write_report(folder, **parts)
-    except UserError as error:  # a folder the report cannot read (a sweep whose jobs all failed early, ...)
-        logger.warning("report.html was not written: %s", one_line(str(error)))
-        return
-    except Exception:
-        logger.exception("report.html was not written (the run's other files are complete)")
-        return
-    print(f"report            {path} ({time.perf_counter() - start:.1f} s)")
 
 
 def sharded_parameters(model: torch.nn.Module) -> int:

@@ -27,7 +27,8 @@ from PIL import Image
 from vqa.errors import ArgumentParser, exit_on_user_error
 from vqa.inspection.attention import AnswerAttention, Head, Layer, explain, map_refusal
 from vqa.inspection.attention_plots import HEAT_MAP, upsample
-from vqa.inspection.predict import load_checkpoint, top_answers
+from vqa.inspection.predict import top_answers
+from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
 

@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from vqa.data.easy_vqa import build_easy_vqa
-    from vqa.inspection.predict import load_checkpoint
+    from vqa.model.loading import load_checkpoint
 
     with exit_on_user_error():
         model, processor = load_checkpoint(args.checkpoint, args.device)

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,9 +30,10 @@ from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
 from vqa.data.schema import column, has_answers
-from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
+from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with, one_line
 from vqa.evaluation.metrics import question_accuracy
 from vqa.inspection.sweep_report import Collected
+from vqa.instantiate import instantiate
 
 logger = logging.getLogger("vqa")
 
@@ -78,6 +80,21 @@ def write_report(folder: Path, collected: Collected | None = None, **run_parts: 
     )
 
 
+def report_at_the_end(folder: Path, **parts: Any) -> None:
+    """report.html for a run or a sweep (`parts`: what `vqa.inspection.report.write_report` can reuse). The run's own
+    files are complete by now, so a report that fails is logged with its traceback instead of failing the run."""
+    start = time.perf_counter()
+    try:
+        path = write_report(folder, **parts)
+    except UserError as error:  # a folder the report cannot read (a sweep whose jobs all failed early, ...)
+        logger.warning("report.html was not written: %s", one_line(str(error)))
+        return
+    except Exception:
+        logger.exception("report.html was not written (the run's other files are complete)")
+        return
+    print(f"report            {path} ({time.perf_counter() - start:.1f} s)")
+
+
 def write_run_report(
     run_dir: Path,
     splits: dict[str, Dataset] | None = None,
@@ -93,9 +110,7 @@ def write_run_report(
     state = read_json(run_dir / "trainer_state.json", required=False) or {}
     cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
     if splits is None and cfg is not None:
-        from vqa.run import build  # the run machinery, needed only here
-
-        splits = build(cfg.data)
+        splits = instantiate(cfg.data)
     final_name = metrics.get("split") or (cfg.final_split if cfg is not None else None)
     final_split = splits.get(final_name) if splits is not None and final_name else None
     predictions = read_predictions(run_dir / "predictions.json", final_split)
@@ -111,7 +126,7 @@ def write_run_report(
         sections.append(baselines_section(metrics, None, None))
     if final_split is not None and predictions is not None:
         if model is None and (run_dir / "checkpoint").is_dir():
-            from vqa.inspection.predict import load_checkpoint
+            from vqa.model.loading import load_checkpoint
 
             model, processor = load_checkpoint(run_dir / "checkpoint")
         seed = int(metrics.get("seed") or 0)
@@ -194,8 +209,8 @@ def learning_curves_section(log_history: list[dict[str, Any]]) -> str | None:
 
 def per_type_section(split: Dataset, predictions: list[str]) -> str:
     """Accuracy per answer type and per question type (official rules), worst first, with the question counts."""
+    from vqa.evaluation.scoring import official_accuracy
     from vqa.inspection.report_figures import accuracy_bars
-    from vqa.training.trainer import official_accuracy
 
     accuracy = official_accuracy(split, predictions)
     answer_types, question_types = column(split, "answer_type"), column(split, "question_type")
@@ -217,7 +232,7 @@ def baselines_section(metrics: dict[str, Any], splits: dict[str, Dataset] | None
     """The model beside the answer priors (fitted on the training split, scored on the final split) and beside
     itself on shuffled images: how much of its accuracy needs the question, the image, both."""
     from vqa.evaluation.baselines import AnswerPrior
-    from vqa.training.trainer import score_split
+    from vqa.evaluation.scoring import score_split
 
     rows: list[list[Any]] = [["this run", percent(metrics.get("vqa_accuracy"))]]
     shuffled = metrics.get("vqa_accuracy_shuffled_images")

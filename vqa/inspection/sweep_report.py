@@ -15,9 +15,9 @@ When a configuration (the varying overrides other than `seed`) ran with several 
 `python train.py -m seed=0,1,2`, a second table gives each configuration's mean, standard deviation (n - 1) and
 range over its seeds, also written as `report_by_configuration.csv` beside the CSV.
 
-A multirun prints these tables when it ends (the `PrintReport` callback in conf/config.yaml). A job that fails does
-not stop the sweep (`vqa.run.run_in_sweep`): the other jobs run, the table marks it, and the multirun exits with
-status 2 when every failure was a user error, 1 when one was a bug.
+A multirun prints these tables when it ends (`vqa.inspection.sweep_end`, a callback in conf/config.yaml). A job that
+fails does not stop the sweep (`vqa.run.run_in_sweep`): the other jobs run, the table marks it, and the multirun
+exits with status 2 when every failure was a user error, 1 when one was a bug.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from vqa.errors import FAILURE_FILE, USER_ERROR_EXIT_STATUS, ArgumentParser, one_line
 
@@ -229,24 +227,6 @@ def report(sweep_dir: Path, csv_path: Path | None = None, collected: Collected |
         summary_path.write_text(csv_table(summaries, summary_columns))
         print(f"\nCSV: {summary_path}")
     return rows
-
-
-class PrintReport(Callback):
-    """Hydra callback (conf/config.yaml `hydra.callbacks`): the report of a multirun, printed when it ends."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """The report; then, when jobs failed, exit status 2 if each was the user's mistake, 1 if any was a bug."""
-        sweep_dir = Path(config.hydra.sweep.dir)
-        print(f"\nsweep report: {sweep_dir}\n", flush=True)
-        collected = collect_rows(sweep_dir)  # once: read again, a damaged metrics.json would be warned about twice
-        failed = [row for row in report(sweep_dir, collected=collected) if row[STATUS] == "failed"]
-        if config.get("report", True):
-            from vqa.run import report_at_the_end  # the run machinery, imported when a multirun ends
-
-            report_at_the_end(sweep_dir, collected=collected)
-        if failed:
-            print(f"\n{len(failed)} of the sweep's jobs failed (above)", file=sys.stderr, flush=True)
-            sys.exit(USER_ERROR_EXIT_STATUS if all(row[USER_ERROR] for row in failed) else 1)
 
 
 def main(argv: list[str] | None = None) -> int:

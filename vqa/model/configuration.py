@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from transformers import AutoConfig, DistilBertConfig, GPT2Config, PretrainedConfig, ViTConfig
 
-Inputs = Literal["both", "question_only", "image_only"]
-INPUTS: tuple[str, ...] = ("both", "question_only", "image_only")
+from vqa.model.encoders import as_sub_config, check_image_encoder, check_text_encoder
+from vqa.model.settings import Inputs, model_settings
 
 
 class VQAConfig(PretrainedConfig):
@@ -68,17 +67,10 @@ class VQAConfig(PretrainedConfig):
         max_answer_tokens: int = 8,
         **kwargs: Any,
     ) -> None:
-        from vqa.model.encoders import as_sub_config, check_image_encoder, check_text_encoder
-        from vqa.model.fusion import fusion_class
-        from vqa.model.lora import lora_settings
-        from vqa.model.resampler import resampler_settings
-
-        try:
-            fusion_class(fusion)  # an unknown name fails here, before any weights are built
+        try:  # a wrong setting fails here, before any weights are built
+            settings = model_settings(fusion, inputs, freeze, lora, resampler)
         except ValueError as error:
             raise ValueError(f"VQAConfig.{error}") from None
-        if inputs not in INPUTS:
-            raise ValueError(f"VQAConfig.inputs: got {inputs!r}, expected one of {', '.join(INPUTS)}")
         self.text_config = as_sub_config(text_config, "distilbert")
         self.vision_config = as_sub_config(vision_config, "vit")
         check_text_encoder(self.text_config, "VQAConfig.text_config")
@@ -87,24 +79,20 @@ class VQAConfig(PretrainedConfig):
         # The decoder reads the fused encoder sequence through cross-attention in every block.
         self.decoder_config.add_cross_attention = True
         self.decoder_config.is_decoder = True
-        self.fusion = fusion
+        self.fusion = settings["fusion"]
         self.projection_layer_norm = projection_layer_norm
         self.modality_embeddings = modality_embeddings
         self.vision_conv_stem = vision_conv_stem
         self.conditioned_bos = conditioned_bos
         self.cross_attention_gate = cross_attention_gate
-        self.resampler = resampler_settings(resampler)
-        self.lora = lora_settings(lora)
-        self.inputs = inputs
-        self.freeze = list(freeze) if isinstance(freeze, (list, tuple)) else freeze
+        self.resampler = settings["resampler"]
+        self.lora = settings["lora"]
+        self.inputs = settings["inputs"]
+        self.freeze = settings["freeze"]
         self.max_answer_tokens = max_answer_tokens
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             kwargs.setdefault(name, getattr(self.decoder_config, name, None))
         super().__init__(**kwargs)
-        # Validated here so that a wrong name fails when the config is built, before any weights are.
-        from vqa.model.freezing import resolve_freeze
-
-        resolve_freeze(self.freeze)
 
     @classmethod
     def tiny(
@@ -169,19 +157,3 @@ def _as_config(value: PretrainedConfig | dict[str, Any] | None, config_class: ty
     if not isinstance(value, config_class):
         raise TypeError(f"expected a {config_class.__name__} or dict, got {type(value).__name__}")
     return value
-
-
-def checked_settings(
-    name: str, value: Mapping[str, Any], defaults: Mapping[str, Any], positive_integers: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """A settings mapping (a dict, or Hydra's DictConfig) over `defaults`: unknown keys and non-positive integers
-    raise one-line ValueErrors naming `name.key`."""
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise ValueError(f"{name}: unknown key {unknown[0]!r}; expected {', '.join(defaults)}")
-    settings = {**defaults, **value}
-    for key in positive_integers:
-        number = settings[key]
-        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-            raise ValueError(f"{name}.{key}: got {number!r}, expected a positive integer")
-    return settings

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
+from transformers import PretrainedConfig
 
 from vqa.model.encoder_inputs import EncoderInputs
-
-if TYPE_CHECKING:  # configuration.py imports this module to check `fusion`
-    from vqa.model.configuration import VQAConfig
 
 TEXT, IMAGE = 0, 1  # rows of the modality embedding
 # The short names a config may use for the fusions of this module.
@@ -93,7 +91,7 @@ class Fusion(nn.Module):
 
     segment_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: VQAConfig) -> None:
+    def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
         width = config.decoder_config.n_embd
         self.text_projection = Projection(config.text_config.hidden_size, width, config.projection_layer_norm)

@@ -19,29 +19,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from vqa.model.configuration import checked_settings
 from vqa.model.freezing import component_of
-
-TARGETS: tuple[str, ...] = ("decoder", "cross_attention", "text_encoder", "image_encoder")
-DEFAULTS: dict[str, Any] = {"targets": [], "r": 8, "alpha": 16, "dropout": 0.0}
-
-
-def lora_settings(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Checked settings (DEFAULTS filled in), or None for no adapters (None or no targets).
-
-    Raises:
-        ValueError: one line naming the wrong key or value.
-    """
-    if value is None:
-        return None
-    settings = checked_settings("lora", value, DEFAULTS, positive_integers=("r",))
-    targets = [settings["targets"]] if isinstance(settings["targets"], str) else list(settings["targets"])
-    for target in targets:
-        if target not in TARGETS:
-            raise ValueError(f"lora.targets: unknown component {target!r}; expected some of {', '.join(TARGETS)}")
-    if not 0 <= settings["dropout"] < 1:
-        raise ValueError(f"lora.dropout: got {settings['dropout']!r}, expected a number in [0, 1)")
-    return {**settings, "targets": targets} if targets else None
 
 
 def adapter_targets(model: nn.Module, components: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ from transformers import DynamicCache, EncoderDecoderCache, GPT2LMHeadModel, Pre
 from transformers.utils import ModelOutput
 
 from vqa.errors import ConfigError
-from vqa.model.configuration import INPUTS, VQAConfig
+from vqa.model.configuration import VQAConfig
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.encoders import (
     build_encoder,
@@ -35,8 +35,9 @@ from vqa.model.encoders import (
 from vqa.model.freezing import apply_freeze, parameter_table, resolve_freeze
 from vqa.model.fusion import FusedSequence, fusion_class, masked_mean, repeat_rows
 from vqa.model.gates import install_cross_attention_gates
-from vqa.model.lora import add_adapters, lora_settings, merge_adapters
-from vqa.training.objectives import answer_cross_entropy
+from vqa.model.lora import add_adapters, merge_adapters
+from vqa.model.loss import answer_cross_entropy
+from vqa.model.settings import INPUTS, lora_settings
 
 # Checkpoints written before the fusion became its own module kept its parameters at the top level.
 LEGACY_KEYS = {r"^(text_projection|image_projection|modality_embedding)\.": r"fusion.\1."}

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerF
 from transformers.utils import is_torchvision_available
 
 from vqa.errors import CheckpointError
-from vqa.training.soft_targets import soft_target_batch
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,8 @@ ANSWER_TOKENIZER_DIR = "answer_tokenizer"
 PROCESSOR_CONFIG = "vqa_processor.json"
 PROCESSOR_SETTINGS = ("max_question_length", "max_answer_length")  # what PROCESSOR_CONFIG holds
 UNDECODABLE_IMAGES = "undecodable_images"  # batch key: how many rows had an image that could not be decoded
-QUESTIONS, HUMAN_ANSWERS, IMAGE_PATHS = "questions", "human_answers", "image_paths"  # batch keys of `raw_text`
+# An objective's extra batch keys: (processor, rows, the batch so far, rows without their image) -> more keys.
+BatchExtras = Callable[["VQAProcessor", list[dict[str, Any]], dict[str, Any], list[int]], dict[str, Any]]
 # The tiny answer vocabulary's special tokens, at the ids VQAConfig.tiny() expects (pad 0, BOS 1, EOS 2).
 ANSWER_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 QUESTION_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -210,10 +210,9 @@ class VQACollator:
             (N, I, Hv) of the distinct images instead of `pixel_values`, and no image is decoded.
         inputs: the model's `config.inputs`; with `"question_only"` no image is read at all.
         distinct_questions: False gives one question row per example and no `question_index`.
-        soft_targets: also every distinct human answer of each example with its weight (`vqa.training.soft_targets`),
-        for `objective=soft`.
-        raw_text: also the examples' texts as lists (`questions`, `human_answers`, `image_paths`: None for an
-            image given decoded), for objectives that score generated answers (`objective=rl`).
+        batch_extras: what the training objective adds to each batch beyond the model inputs: its
+            `batch_extras(processor, rows, batch, undecodable)` (`vqa.training.objectives`), called after the labels;
+            the soft targets of `objective=soft`, the texts of `objective=rl`.
     """
 
     processor: VQAProcessor
@@ -222,8 +221,7 @@ class VQACollator:
     features: dict[str, Any] | None = None
     inputs: str = "both"
     distinct_questions: bool = True
-    soft_targets: bool = False
-    raw_text: bool = False
+    batch_extras: BatchExtras | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
@@ -244,12 +242,8 @@ class VQACollator:
             batch["labels"] = self.processor.encode_answers([row[self.answer_column] for row in rows])
             # A row without its image must not teach the model to answer from a blank one.
             batch["labels"][undecodable] = -100
-            if self.soft_targets:
-                batch.update(soft_target_batch(self.processor, [row["answers"] for row in rows], undecodable))
-        if self.raw_text:
-            batch[QUESTIONS] = [row["question"] for row in rows]
-            batch[HUMAN_ANSWERS] = [list(row["answers"]) for row in rows]
-            batch[IMAGE_PATHS] = [row["image"].get("path") if isinstance(row["image"], dict) else None for row in rows]
+        if self.batch_extras is not None:
+            batch.update(self.batch_extras(self.processor, rows, batch, undecodable))
         if undecodable:
             batch[UNDECODABLE_IMAGES] = torch.tensor([len(undecodable)])
         return batch

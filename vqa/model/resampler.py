@@ -14,20 +14,13 @@ the share of each image-encoder position in each latent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
+from transformers import PretrainedConfig
 
-from vqa.model.configuration import VQAConfig, checked_settings
 from vqa.model.fusion import TokenFusion
-
-DEFAULTS: dict[str, int] = {"latents": 32, "layers": 2, "heads": 4}
-
-
-def resampler_settings(value: Mapping[str, Any] | None) -> dict[str, int]:
-    """Checked settings with DEFAULTS filled in. Raises ValueError (one line) on an unknown key or a bad value."""
-    return checked_settings("resampler", value or {}, DEFAULTS, positive_integers=tuple(DEFAULTS))
+from vqa.model.settings import resampler_settings
 
 
 class ResamplerLayer(nn.Module):
@@ -84,7 +77,7 @@ class PerceiverResampler(TokenFusion):
     """The token fusion with each image's keys compressed to K latents: (B, Lq + K, Hd), segments `question` and
     `image`."""
 
-    def __init__(self, config: VQAConfig) -> None:
+    def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
         self.resampler = LatentResampler(config.decoder_config.n_embd, resampler_settings(config.resampler))
 

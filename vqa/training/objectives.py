@@ -7,10 +7,11 @@ collator's batch; `num_items_in_batch` is the Trainer's count of label tokens ov
 optimizer step (None outside training), by which a token-summed loss is divided so that gradient accumulation and
 DDP average over tokens exactly.
 
-An objective may also define `collator_options` (keyword arguments for `vqa.model.processing.VQACollator`: the batch
-keys it needs beyond the model inputs), `bind(model, processor)` (called once by the trainer, before training),
-`log_values()` (numbers added to each training log entry) and `averages_own_batch = True` (its loss is a mean over
-its own micro-batch, not divided by `num_items_in_batch`: the trainer then divides by the accumulation steps).
+An objective may also define `batch_extras(processor, rows, batch, undecodable)` (the batch keys it needs beyond the
+model inputs; `vqa.model.processing.VQACollator` calls it for each batch), `bind(model, processor)` (called once by
+the trainer, before training), `log_values()` (numbers added to each training log entry) and
+`averages_own_batch = True` (its loss is a mean over its own micro-batch, not divided by `num_items_in_batch`: the
+trainer then divides by the accumulation steps).
 
 `VQAModel.forward` still returns `answer_cross_entropy` when given `labels`, for Hugging Face compatibility; the
 evaluation loss (`eval_loss`) is that one whatever the objective, so it compares across objectives.
@@ -19,7 +20,7 @@ evaluation loss (`eval_loss`) is that one whatever the objective, so it compares
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,9 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 from vqa.model.encoder_inputs import EncoderInputs
-from vqa.training.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS
+from vqa.model.loss import answer_cross_entropy, per_label_token
+from vqa.model.processing import VQAProcessor
+from vqa.training.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS, soft_target_batch
 
 Objective = Callable[[nn.Module, Mapping[str, torch.Tensor], int | torch.Tensor | None], tuple[torch.Tensor, Any]]
 
@@ -66,7 +69,15 @@ class SoftAnswerCrossEntropy:
     The encoders run once per distinct question and image; only the decoder runs once per target answer.
     """
 
-    collator_options: ClassVar[dict[str, Any]] = {"soft_targets": True}
+    @staticmethod
+    def batch_extras(
+        processor: VQAProcessor, rows: list[dict[str, Any]], batch: dict[str, Any], undecodable: list[int]
+    ) -> dict[str, Any]:
+        """Every distinct human answer of each example with its weight (`soft_target_batch`), for a batch with labels
+        (rows without their image get no target)."""
+        if "labels" not in batch:
+            return {}
+        return soft_target_batch(processor, [row["answers"] for row in rows], undecodable)
 
     def __call__(
         self,
@@ -77,7 +88,7 @@ class SoftAnswerCrossEntropy:
         if ANSWER_LABELS not in batch:
             raise ValueError(
                 "objective=soft: the batch has no soft targets; build the collator with "
-                "VQACollator(..., **objective.collator_options)"
+                "VQACollator(..., batch_extras=objective.batch_extras)"
             )
         labels, weights = batch[ANSWER_LABELS], batch[ANSWER_WEIGHTS]  # (A, T), (A,)
         outputs = teacher_forced(model, EncoderInputs.pick(batch).select_examples(batch[ANSWER_EXAMPLE]), labels)
@@ -86,27 +97,3 @@ class SoftAnswerCrossEntropy:
         ).view_as(labels)  # (A, T), 0 on padding
         total = (token_losses.sum(dim=1) * weights).sum()
         return per_label_token(total, batch["labels"], num_items_in_batch), outputs
-
-
-def answer_cross_entropy(
-    logits: torch.FloatTensor,
-    labels: torch.LongTensor,
-    num_items_in_batch: int | torch.Tensor | None = None,
-) -> torch.FloatTensor:
-    """Cross-entropy summed over label tokens (-100 ignored), divided by `num_items_in_batch` or the local count.
-
-    Args:
-        logits: (B, T, V), computed in float32 for a stable softmax under mixed precision.
-        labels: (B, T) targets aligned with `logits`.
-    """
-    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    return per_label_token(total, labels, num_items_in_batch)
-
-
-def per_label_token(
-    total: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: int | torch.Tensor | None
-) -> torch.Tensor:
-    """A token-summed loss divided by `num_items_in_batch` or, outside training, the label tokens of `labels`."""
-    count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
-    # clamp: a batch with no label tokens gives a zero loss rather than NaN.
-    return total / torch.as_tensor(count, device=total.device).clamp(min=1)

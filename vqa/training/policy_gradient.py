@@ -32,11 +32,12 @@ from torch import nn
 from vqa.errors import ConfigError
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.modeling import VQAModel, labels_from_answers
-from vqa.model.processing import HUMAN_ANSWERS, IMAGE_PATHS, QUESTIONS, VQAProcessor
+from vqa.model.processing import VQAProcessor
 from vqa.training.objectives import teacher_forced
 from vqa.training.rewards import Reward, vqa_accuracy
 
 BASELINES = ("group", "greedy")
+QUESTIONS, HUMAN_ANSWERS, IMAGE_PATHS = "questions", "human_answers", "image_paths"  # keys of batch_extras
 REWARD_SCALES = ("none", "group", "batch")
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 STD_EPSILON = 1e-4  # added to a standard deviation before dividing by it (as TRL)
@@ -143,7 +144,19 @@ class PolicyGradient:
         loss_type: `dapo`, `grpo` or `dr_grpo` (module docstring).
     """
 
-    collator_options: ClassVar[dict[str, Any]] = {"raw_text": True}
+    @staticmethod
+    def batch_extras(
+        processor: VQAProcessor, rows: list[dict[str, Any]], batch: dict[str, Any], undecodable: list[int]
+    ) -> dict[str, Any]:
+        """The examples' texts, which the sampled answers are scored against: questions, human answers, image paths
+        (None for an image given decoded)."""
+        del processor, batch, undecodable  # the texts as the rows have them
+        return {
+            QUESTIONS: [row["question"] for row in rows],
+            HUMAN_ANSWERS: [list(row["answers"]) for row in rows],
+            IMAGE_PATHS: [row["image"].get("path") if isinstance(row["image"], dict) else None for row in rows],
+        }
+
     averages_own_batch: ClassVar[bool] = True
 
     def __init__(
@@ -211,7 +224,7 @@ class PolicyGradient:
         if self.processor is None or QUESTIONS not in batch:
             raise ValueError(
                 "objective=rl: call bind(model, processor) first and build the collator with "
-                "VQACollator(..., **objective.collator_options)"
+                "VQACollator(..., batch_extras=objective.batch_extras)"
             )
         inner: VQAModel = extract_model_from_parallel(model)
         inputs = EncoderInputs.pick(batch)

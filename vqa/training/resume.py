@@ -56,7 +56,6 @@ MOVED_MODULES = {
     "vqa.objectives": "vqa.training.objectives",
     "vqa.policy_gradient": "vqa.training.policy_gradient",
     "vqa.rewards": "vqa.training.rewards",
-    "vqa.sweep_report": "vqa.inspection.sweep_report",
 }
 MOVED_PATH = re.compile(rf"^({'|'.join(re.escape(old) for old in MOVED_MODULES)})\.")
 

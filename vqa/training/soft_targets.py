@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from vqa.evaluation.metrics import accuracy_from_matches, comparable_answers, normalize_whitespace
-
-if TYPE_CHECKING:  # the collator (vqa.model.processing) calls this module
-    from vqa.model.processing import VQAProcessor
+from vqa.model.processing import VQAProcessor
 
 # Batch keys: (A, T) labels of every target answer, (A,) their weights, (A,) the example each one belongs to.
 ANSWER_LABELS, ANSWER_WEIGHTS, ANSWER_EXAMPLE = "answer_labels", "answer_weights", "answer_example"
