@@ -1,11 +1,12 @@
 # Two commands on a fresh machine: `make train` and `make test`. Each creates .venv when missing and installs the
-# project into it, choosing torch by the machine:
-#   - an NVIDIA GPU (nvidia-smi lists one): the venv sees the system site packages, so the image's CUDA torch is kept,
-#     and torchvision comes with the `gpu` extra;
+# project into it, choosing torch by the machine that runs the install:
+#   - an NVIDIA GPU (nvidia-smi lists one): the venv sees the system site packages and pins the torch found there, so
+#     the image's CUDA torch is kept (a torchvision for another torch is refused, not installed over it), and
+#     torchvision comes with the `gpu` extra;
 #   - no GPU: torch 2.13.0's CPU build, never torchvision (its only wheel for this torch is a CUDA build, and it breaks
 #     `import transformers.Trainer` on a CPU torch). PyPI's Linux torch is the CUDA build (gigabytes), so PyTorch's
-#     CPU wheel index is added when it answers; a machine without network (this one) takes the torch wheel its pip
-#     configuration provides.
+#     CPU wheel index is added when it answers; without network, pip's own configuration must provide the wheel.
+# A shared venv for GPU nodes, installed from a login node without GPUs: `make install HAS_GPU=yes`.
 # Override any of these: `make install TORCH=torch==2.14.1 EXTRAS=dev TORCH_INDEX=`.
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 CPU_TORCH_INDEX := https://download.pytorch.org/whl/cpu
 HAS_GPU := $(shell nvidia-smi -L > /dev/null 2>&1 && echo yes)
 ifeq ($(HAS_GPU),yes)
-TORCH ?= torch
+TORCH ?= $(shell $(PYTHON) -c "import torch; print('torch==' + torch.__version__)" 2> /dev/null || echo torch)
 EXTRAS ?= dev,gpu
 VENV_OPTIONS ?= --system-site-packages
 TORCH_INDEX ?=
@@ -22,7 +23,9 @@ else
 TORCH ?= torch==2.13.0
 EXTRAS ?= dev
 VENV_OPTIONS ?=
-TORCH_INDEX ?= $(shell curl -fsS --max-time 5 -o /dev/null $(CPU_TORCH_INDEX)/torch/ 2> /dev/null && echo $(CPU_TORCH_INDEX))
+# Asked once per make call (`:=`), in Python: curl is not on every machine.
+TORCH_INDEX ?= $(shell $(PYTHON) -c "import urllib.request as r; r.urlopen('$(CPU_TORCH_INDEX)/torch/', timeout=5); print('$(CPU_TORCH_INDEX)')" 2> /dev/null)
+TORCH_INDEX := $(TORCH_INDEX)
 endif
 
 .PHONY: install train test lint format bench clean

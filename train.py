@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -23,6 +24,7 @@ from vqa.errors import exit_on_user_error, exit_with
 from vqa.run import in_multirun, run, run_in_sweep
 from vqa.training.cluster import join_submitit_job
 
+CONF = Path(__file__).resolve().parent / "conf"
 # `${or_else:a,b}` is a unless a is null: conf/config.yaml uses it for the run folder of a resumed run.
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
 # `${unless_resuming:resume,value}`: value for a new run, null for a resumed one.
@@ -45,7 +47,9 @@ def composition_error_line(error: Exception) -> str:
     """Hydra's multi-line composition errors as one line; an unknown group option names the group's options."""
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
         group, _, option = error.missing_cfg_file.rpartition("/")
-        return f"{group}={option}: no such option in config group '{group}'; options: {', '.join(error.options)}"
+        line = f"{group}={option}: no such option in config group '{group}'; options: {', '.join(error.options)}"
+        elsewhere = sorted(path.parent.name for path in CONF.glob(f"*/{option}.yaml") if path.parent.name != group)
+        return line + "".join(f" ({other}={option} is an option of group '{other}')" for other in elsewhere)
     message = str(error).split("\nConfig search path:")[0]
     if error.__cause__ is not None:  # what OmegaConf said ("Key 'foo' is not in struct")
         message += "\n" + str(error.__cause__).splitlines()[0]

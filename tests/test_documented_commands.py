@@ -2,14 +2,16 @@
 files' comments and `python train.py --help` composes and passes the run's own checks (no training), so a command
 in the docs cannot rot.
 
-A sweep (`-m`, an `hparams_search` or an experiment that sweeps) is composed once per value of each swept key,
-search-space intervals at both ends. A command that runs on GPUs (`experiment=vqa_v2_base`, `trainer=gpu`,
-`distributed=fsdp`) must resolve to bf16, TF32, no full determinism and the GPU loader workers. A command written
+Commands are taken from fenced code blocks and from backticks in prose. A sweep (`-m`, an `hparams_search` or an
+experiment that sweeps) is composed once per value of each swept key, search-space intervals at both ends. A command
+that runs on GPUs (GPU_OVERRIDES) must resolve to mixed precision, TF32, no full determinism and the GPU loader
+workers. A command written
 to show an error ends with `# refused: <part of the error line>` and must fail with that one line.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import shlex
@@ -32,12 +34,14 @@ from vqa.training.arguments import training_arguments
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 COMMAND = re.compile(r"^(?:\$ )?(python train\.py|torchrun )")
+INLINE = re.compile(r"`((?:python train\.py|torchrun )[^`]*)`")
 PLACEHOLDER = re.compile(r"<[^<>\s]+>")
 REFUSED = re.compile(r"#\s*refused:\s*(.+)$")
 # Options of train.py itself, not overrides; `--cfg` and `--info` take a value.
 FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help"}
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--info", "-p", "--package"}
-GPU_OVERRIDES = {"experiment=vqa_v2_base", "trainer=gpu", "distributed=fsdp"}
+# Commands that run on GPUs: the GPU experiments, the GPU recipe, FSDP, SLURM jobs (one task per GPU).
+GPU_OVERRIDES = {"experiment=vqa_v2_base", "experiment=book", "trainer=gpu", "distributed=fsdp", "hydra/launcher=slurm"}
 GPU_ONLY_ON_THIS_HOST = ("tf32", "fsdp")  # refused without CUDA (tests/test_configs.py checks the refusal)
 
 
@@ -62,7 +66,8 @@ def commands_in_markdown(path: Path) -> list[Command]:
         if line.lstrip().startswith("```"):
             in_code, pending = not in_code, ""
             continue
-        if not in_code:
+        if not in_code:  # a command quoted in prose: `python train.py ...`
+            found += [as_command(f"{path.relative_to(ROOT)}:{number}", text) for text in INLINE.findall(line)]
             continue
         stripped = line.strip()
         if not pending and not COMMAND.match(stripped):
@@ -143,10 +148,8 @@ def swept_values(override: Override) -> list[str]:
 def jobs(overrides: list[str]) -> list[list[str]]:
     """One override list per job, so that every swept value (command line and the config's sweeper params) is
     composed at least once; a command without sweeps is one job."""
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        plain = [o for o in overrides if not OverridesParser.create().parse_override(o).is_sweep_override()]
-        hydra_cfg = compose(config_name="config", overrides=plain, return_hydra_config=True).hydra
-    params = hydra_cfg.sweeper.get("params")
+    plain = [o for o in overrides if not OverridesParser.create().parse_override(o).is_sweep_override()]
+    params = sweeper_params(tuple(plain))
     searched = OmegaConf.to_container(params) if params is not None else {}
     written = [*overrides, *(f"{key}={value}" for key, value in searched.items())]  # type: ignore[union-attr]
     parsed = OverridesParser.create().parse_overrides(written)
@@ -171,9 +174,24 @@ def jobs(overrides: list[str]) -> list[list[str]]:
     ]
 
 
-def composed(overrides: list[str]) -> DictConfig:
+@functools.cache
+def sweeper_params(overrides: tuple[str, ...]) -> DictConfig | None:
+    """The search space or grid the composed config's sweeper holds (`hydra.sweeper.params`), if any."""
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True).hydra.sweeper.get(
+            "params"
+        )
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    """The job's config (a copy: the checks may change it); each distinct override list is composed once."""
+    return composed_once(tuple(overrides)).copy()
+
+
+@functools.cache
+def composed_once(overrides: tuple[str, ...]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def checked(command: Command, tmp_path: Path) -> list[DictConfig]:
@@ -229,7 +247,7 @@ def test_documented_command_composes_and_passes_the_runs_checks(command: Command
     if GPU_OVERRIDES & set(overrides):
         for cfg in configs:
             args = cfg.trainer.args
-            assert args.bf16 is True and args.tf32 is True, command.source
+            assert (args.bf16 or args.get("fp16")) and args.tf32 is True, command.source
             assert args.full_determinism is False, command.source  # True sets CUDA_LAUNCH_BLOCKING=1
             assert args.dataloader_num_workers == 8, command.source
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,12 @@ def install_recipe(*variables: str) -> str:
 
 
 def test_install_takes_the_torch_build_of_the_machine() -> None:
-    """A GPU host keeps its CUDA torch (system site packages) and gets torchvision; a CPU host pins the CPU build and
-    adds PyTorch's CPU index only when it answers (offline, pip's own configuration provides the wheel)."""
-    gpu = install_recipe("HAS_GPU=yes")
+    """A GPU host keeps its CUDA torch (system site packages, its version pinned) and gets torchvision; a CPU host
+    pins the CPU build and adds PyTorch's CPU index only when it answers (offline, pip's own configuration provides
+    the wheel)."""
+    gpu = install_recipe("HAS_GPU=yes", f"PYTHON={sys.executable}")
     assert "-m venv --system-site-packages /nonexistent/venv" in gpu
-    assert '"torch" -e ".[dev,gpu]"' in gpu and "--extra-index-url" not in gpu
+    assert f'"torch=={torch.__version__}" -e ".[dev,gpu]"' in gpu and "--extra-index-url" not in gpu
     networked_cpu = install_recipe("HAS_GPU=", "TORCH_INDEX=https://download.pytorch.org/whl/cpu")
     assert '--extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" -e ".[dev]"' in networked_cpu
     assert "--system-site-packages" not in networked_cpu

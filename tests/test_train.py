@@ -117,6 +117,12 @@ def test_load_best_model_at_end_restores_every_weight_of_the_best_checkpoint(
     assert any(name.startswith("image_encoder.") for name in final)
     for name, tensor in expected.items():
         assert torch.equal(final[name], tensor), name
+    # The run's validation accuracy is the best checkpoint's logged evaluation, the weights it ends with.
+    logged = {
+        entry["step"]: entry["eval_vqa_accuracy"] for entry in state["log_history"] if "eval_vqa_accuracy" in entry
+    }
+    validation = json.loads((run_dir / "metrics.json").read_text())["validation"]
+    assert validation["vqa_accuracy"] == logged[state["best_global_step"]] and state["best_global_step"] != 6
 
 
 def test_overfit_memorises_a_handful_of_questions(tmp_path: Path, environment: dict[str, str]) -> None:

@@ -46,6 +46,11 @@ def train(arguments: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
         ),
         (["data.max_questions=-5"], "error: max_questions: got -5"),
         (["-m", "seed=0,1", "--cfg", "job"], "error: -m and --cfg together: --cfg prints one composed config"),
+        (
+            ["trainer=ddp"],
+            "error: trainer=ddp: no such option in config group 'trainer'; options: cpu, default, gpu "
+            "(distributed=ddp is an option of group 'distributed')",
+        ),
     ],
 )
 def test_train_py_reports_a_user_error_in_one_line_and_leaves_no_run_folder(

@@ -226,8 +226,9 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.final_evaluation and cfg.final_split == cfg.eval_split and "vqa_accuracy" in final:
         validation_accuracy = final["vqa_accuracy"]
     else:
+        started_at = global_step(checkpoint) if checkpoint is not None else 0
         validation_accuracy = final_validation_accuracy(
-            trainer, trainer.eval_dataset, trained_now, evaluate_if_missing=cfg.final_evaluation
+            trainer, started_at if trained_now else None, evaluate_if_missing=cfg.final_evaluation
         )
     validation = validation_block(cfg.eval_split, len(splits[cfg.eval_split]), validation_accuracy)
 
@@ -292,6 +293,11 @@ def trained_model(path: str | Path) -> tuple[VQAModel, VQAProcessor]:
         folder = folder / "checkpoint"
     model, processor = load_checkpoint(folder, device="cpu")  # the Trainer moves it to its device
     return model.train(), processor
+
+
+def global_step(checkpoint: Path) -> int:
+    """The optimizer step a Trainer checkpoint was written at."""
+    return TrainerState.load_from_json(str(checkpoint / "trainer_state.json")).global_step
 
 
 def final_weights(checkpoint: Path, load_best_model_at_end: bool) -> Path:
@@ -377,7 +383,7 @@ def run_prior(cfg: DictConfig, splits: dict[str, Dataset], run_dir: Path, start:
 
 
 def sharded_parameters(model: torch.nn.Module) -> int:
-    """How many of the model's parameter tensors are split across ranks (trainer=fsdp: FSDP2 makes each a DTensor
+    """How many of the model's parameter tensors are split across ranks (distributed=fsdp: FSDP2 makes each a DTensor
     sharded along its first dimension); 0 without FSDP."""
     return sum(isinstance(parameter, DTensor) for parameter in model.parameters())
 

@@ -170,10 +170,19 @@ def write_sweep_report(sweep_dir: Path, collected: Collected | None = None) -> P
 # Sections -------------------------------------------------------------------------------------------------------
 
 
+def validation_rows(validation: dict[str, Any] | None) -> list[list[Any]]:
+    """The summary's row for the split model selection read (metrics.json's `validation`), when the run has one."""
+    if not validation or validation.get("vqa_accuracy") is None:
+        return []
+    described = f"{validation.get('num_questions')} {validation.get('split')} questions, what searches maximise"
+    return [["validation", f"{percent(validation['vqa_accuracy'])} on {described}"]]
+
+
 def summary_section(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any], cfg: DictConfig | None) -> str:
     accuracy = metrics.get("vqa_accuracy")
     rows: list[list[Any]] = [
         ["VQA accuracy", f"{percent(accuracy)} on {metrics.get('num_questions')} {metrics.get('split')} questions"],
+        *validation_rows(metrics.get("validation")),
         *[[f"  {name}", percent(value)] for name, value in (metrics.get("per_answer_type") or {}).items()],
         ["shuffled images", percent(metrics.get("vqa_accuracy_shuffled_images"))],
         ["seed", str(metrics.get("seed"))],

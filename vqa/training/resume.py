@@ -39,7 +39,6 @@ RESUMABLE_KEYS = (
     "trainer.args.dataloader_num_workers",
     "trainer.args.dataloader_persistent_workers",
     "trainer.num_beams",
-    "eval_split",
     "final_split",
     "final_evaluation",
     "shuffled_image_check",
