@@ -21,8 +21,8 @@ from vqa.inspection.sweep_report import main as sweep_report
 from vqa.instantiate import instantiate
 from vqa.model.builders import tiny_model_and_processor
 from vqa.model.processing import UNDECODABLE_IMAGES, VQACollator
-from vqa.run import count_cut_questions, trained_model
 from vqa.training.arguments import training_arguments
+from vqa.training.fit import count_cut_questions, trained_model
 from vqa.training.trainer import for_training
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""The files a run leaves in its folder: config.yaml, metrics.json, predictions.json, run_card.json."""
+"""The files a run leaves in its folder (metrics.json, predictions.json, run_card.json; config.yaml is written when
+the run starts) and the summary it prints at the end."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from typing import Any
 from datasets import Dataset
 
 from vqa.data.schema import column
+from vqa.evaluation.answering import Fitted
+from vqa.evaluation.final import FinalEvaluation
 from vqa.provenance import device_description, git_commit, package_versions
+
+CODE_FOLDER = Path(__file__).resolve().parents[1]  # the checkout whose commit a run card names
 
 
 def write_json(path: Path, content: Any) -> None:
@@ -72,3 +77,87 @@ def run_card(
         "train_seconds": round(train_metrics.get("train_runtime", 0.0), 1),
         "train_samples_per_second": round(train_metrics.get("train_samples_per_second", 0.0), 1),
     }
+
+
+def write_run_folder(
+    run_dir: Path,
+    evaluation: FinalEvaluation,
+    fitted: Fitted,
+    splits: dict[str, Dataset],
+    seed: int,
+    wall_seconds: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics.json, predictions.json (when the final split was answered) and run_card.json; returns the metrics
+    and the card."""
+    validation = {
+        "split": evaluation.validation_split,
+        "num_questions": evaluation.validation_questions,
+        "vqa_accuracy": evaluation.validation_accuracy,
+    }
+    metrics = metrics_content(
+        evaluation.split,
+        evaluation.num_questions,
+        evaluation.scores,
+        evaluation.shuffled_accuracy,
+        seed=seed,
+        validation=validation,
+        **fitted.metrics,
+    )
+    write_json(run_dir / "metrics.json", metrics)
+    if evaluation.answers:
+        write_json(run_dir / "predictions.json", official_results(splits[evaluation.split], evaluation.answers))
+    card = run_card(CODE_FOLDER, splits, wall_seconds, fitted.train_metrics, fitted.world_size) | fitted.card
+    write_json(run_dir / "run_card.json", card)
+    return metrics, card
+
+
+def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) -> None:
+    if not metrics["num_questions"]:
+        scored = "not evaluated (final_evaluation: false)"
+    elif metrics["vqa_accuracy"] is None:  # a split released without answers
+        scored = f"none: the {metrics['num_questions']} {metrics['split']} questions have no human answers here"
+    else:
+        scored = f"{metrics['vqa_accuracy']} on {metrics['num_questions']} {metrics['split']} questions"
+    lines = [
+        "",
+        f"run folder        {run_dir}",
+        f"seed              {metrics.get('seed')}",
+        f"VQA accuracy      {scored}",
+    ]
+    validation = metrics.get("validation")
+    if validation and validation["split"] != metrics["split"]:
+        lines.insert(
+            3,
+            f"validation        {validation['vqa_accuracy']} on {validation['num_questions']} {validation['split']} "
+            "questions (what searches maximise)",
+        )
+    lines += [f"  {name:<16}{value}" for name, value in metrics["per_answer_type"].items()]
+    if metrics.get("vqa_accuracy_shuffled_images") is not None:
+        lines.append(f"shuffled images   {metrics['vqa_accuracy_shuffled_images']} (each question on another image)")
+    if "baseline" in metrics:
+        lines.append(f"baseline          {metrics['baseline']['name']} by {metrics['baseline']['by']}, no training")
+    lines += data_report_lines(metrics.get("data", {}))
+    lines.append(f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)")
+    if card["train_samples_per_second"]:
+        lines.append(f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}")
+    lines += [
+        f"feature cache     {component}: {cache['bytes'] / 2**20:.1f} MiB in {len(cache['folders'])} split folders"
+        for component, cache in card.get("feature_cache", {}).items()
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def data_report_lines(report: dict[str, Any]) -> list[str]:
+    """Summary lines for what the run did not use as given: dropped records, cut questions, undecodable images."""
+    dropped = {reason: count for reason, count in report.get("dropped", {}).items() if count}
+    cut = {split: count for split, count in report.get("questions_cut", {}).items() if count}
+    lines = []
+    if dropped:
+        lines.append("data dropped      " + ", ".join(f"{count} {reason}" for reason, count in dropped.items()))
+    if cut:
+        lines.append("questions cut     " + ", ".join(f"{count} in {split}" for split, count in cut.items()))
+    if report.get("undecodable_images"):
+        lines.append(
+            f"undecodable images {report['undecodable_images']} question rows without their image (files in train.log)"
+        )
+    return lines

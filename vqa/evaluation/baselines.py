@@ -9,6 +9,8 @@ learned blind baselines.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +20,9 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 
 from vqa.data.schema import column
+from vqa.evaluation.answering import AnsweredSplit, Fitted
+
+logger = logging.getLogger(__name__)
 
 PriorGrouping = Literal["question_type", "global"]
 PRIOR_GROUPINGS: tuple[str, ...] = ("question_type", "global")
@@ -117,3 +122,35 @@ def shuffle_images(dataset: Dataset, seed: int) -> Dataset:
     images = dataset.select_columns(["image", "image_id"]).select(first_row[other]).flatten_indices()
     questions = dataset.remove_columns(["image", "image_id"]).flatten_indices()
     return concatenate_datasets([questions, images], axis=1)
+
+
+def fit_prior(splits: dict[str, Dataset], by: PriorGrouping, final_split: str) -> Fitted:
+    """`baseline=prior`: the training split's most common answer per question type (or overall), no network. It
+    answers like a trained model, so the run writes the same folder (the shuffled-image check included, which a
+    prior passes unchanged by construction); metrics.json says which prior it was."""
+    prior = AnswerPrior.fit_split(splits["train"], by)
+    _, question_types, inferred = prior.answer_split(splits[final_split])
+    unseen = prior.count_unseen(question_types)
+    logger.info(
+        "prior by %s: %d question types, overall answer %r; %s split: %d questions without a question_type typed "
+        "from their text, %d questions of types unseen in training",
+        by,
+        len(prior.answers),
+        prior.overall,
+        final_split,
+        inferred,
+        unseen,
+    )
+    baseline = {
+        "name": "prior",
+        "by": by,
+        "question_types": len(prior.answers),
+        "overall_answer": prior.overall,
+        "questions_of_unseen_types": unseen,
+        "question_types_read_from_text": inferred,
+    }
+    return Fitted(
+        answer=lambda split, name: AnsweredSplit(prior.answer_split(split)[0]),
+        metrics={"baseline": baseline},
+        writes_run_folder=int(os.environ.get("RANK", "0")) == 0,  # under torchrun: one writer
+    )

@@ -18,6 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vqa.data.sampling import ImageGroupedSampler
 from vqa.data.schema import column
+from vqa.evaluation.answering import AnsweredSplit
 from vqa.evaluation.scoring import score_split
 from vqa.model.encoder_inputs import ENCODER_INPUT_NAMES
 from vqa.model.gates import gate_values
@@ -152,6 +153,15 @@ class VQATrainer(Trainer):
                 best_model_checkpoint=self.state.best_model_checkpoint,
                 use_mtime=True,
             )
+
+    def answer_split(self, split: Dataset, name: str) -> AnsweredSplit:
+        """The model's answers to every question of `split`, in its order, and its teacher-forced loss where the split
+        has answers. `name` prefixes the Trainer's metrics (`test`, `shuffled`, `eval`). Every rank takes part.
+
+        The answers come from the generated ids themselves: the Trainer calls compute_metrics only for a split with
+        labels, so a split without answers (VQA v2 test-dev) would leave the metric with the previous split's."""
+        prediction = self.predict(for_training(split), metric_key_prefix=name)
+        return AnsweredSplit(self.vqa_metrics.decode(prediction.predictions), prediction.metrics.get(f"{name}_loss"))
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         self.train_start = time.perf_counter()
