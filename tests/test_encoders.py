@@ -28,7 +28,8 @@ from vqa.errors import CheckpointError, ConfigError
 from vqa.inspection.attention import explain
 from vqa.model.builders import pretrained_model_and_processor
 from vqa.model.encoders import build_encoder, install_conv_stem, load_encoder
-from vqa.model.modeling import VQAModel, load_decoder
+from vqa.model.modeling import VQAModel
+from vqa.model.pretrained import load_decoder
 from vqa.model.processing import (
     VQACollator,
     VQAProcessor,

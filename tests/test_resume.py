@@ -136,8 +136,17 @@ def test_resuming_a_finished_run_trains_no_further(
 def test_resume_applies_and_records_safe_overrides_and_refuses_others(
     tmp_path: Path, environment: dict[str, str], reference: Path
 ) -> None:
+    """Also for a run folder written before `vqa` became packages by stage: its config.yaml names its targets by
+    the old import paths (`vqa.builders...`, `vqa.objectives...`), and it still resumes. (`init_from` reads only the
+    checkpoint, whose format did not change.)"""
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
+    config = (run_dir / "config.yaml").read_text()
+    legacy = config.replace("vqa.model.builders.", "vqa.builders.").replace(
+        "vqa.training.objectives.", "vqa.objectives."
+    )
+    assert "_target_: vqa.builders.tiny_model_and_processor" in legacy and "vqa.objectives.AnswerCrossEntropy" in legacy
+    (run_dir / "config.yaml").write_text(legacy)
     refused = one_line_error(train([f"resume={run_dir}", "model.fusion=pooled", "seed=3"], environment))
     assert "model.fusion=pooled, seed=3 cannot change in a continued run" in refused
     assert run_dir.is_dir() and (run_dir / "metrics.json").is_file()  # a refused resume leaves the run as it was
@@ -168,23 +177,3 @@ def test_resume_of_a_folder_that_is_not_a_run_is_one_line_and_leaves_nothing(
     message = one_line_error(train([f"resume={misspelt}"], environment))
     assert message == f"error: resume: {misspelt} is not a run folder (no config.yaml); expected outputs/<date>/<time>"
     assert not misspelt.exists()  # Hydra made the folder for the log; the failed start removes it
-
-
-def test_a_run_folder_written_before_the_package_move_resumes_and_initialises(
-    tmp_path: Path, environment: dict[str, str], reference: Path
-) -> None:
-    """Run folders name their targets by import path in config.yaml; one written before `vqa` became packages by stage
-    says `vqa.builders...` and `vqa.objectives...`. It still resumes, and a new run still starts from its checkpoint."""
-    run_dir = tmp_path / "legacy"
-    shutil.copytree(reference, run_dir)
-    config = (run_dir / "config.yaml").read_text()
-    legacy = config.replace("vqa.model.builders.", "vqa.builders.").replace(
-        "vqa.training.objectives.", "vqa.objectives."
-    )
-    assert "_target_: vqa.builders.tiny_model_and_processor" in legacy and "vqa.objectives.AnswerCrossEntropy" in legacy
-    (run_dir / "config.yaml").write_text(legacy)
-    succeeded(train([f"resume={run_dir}", "trainer.args.max_steps=6"], environment))
-    assert global_step(run_dir / "checkpoint-6") == 6
-    started = tmp_path / "started"
-    succeeded(train([*RUN, f"init_from={run_dir}", f"hydra.run.dir={started}"], environment))
-    assert json.loads((started / "metrics.json").read_text())["vqa_accuracy"] is not None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vqa.data.schema import DataError
-from vqa.data.vqa_v2 import load_annotations, load_questions, read_json
+from vqa.data.vqa_v2_files import load_annotations, load_questions, read_json
 from vqa.errors import ArgumentParser, exit_on_user_error
 from vqa.evaluation.metrics import ScoredQuestion, vqa_accuracy
 

@@ -25,8 +25,10 @@ from datasets import Dataset
 from PIL.Image import Image
 from tqdm.auto import tqdm
 
+from vqa.data.easy_vqa import build_easy_vqa
 from vqa.errors import ArgumentParser, exit_on_user_error
 from vqa.inspection.attention import AnswerAttention, Layer, explain_batch
+from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
 
@@ -124,9 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the report as JSON here")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     args = parser.parse_args(argv)
-
-    from vqa.data.easy_vqa import build_easy_vqa
-    from vqa.model.loading import load_checkpoint
 
     with exit_on_user_error():
         model, processor = load_checkpoint(args.checkpoint, args.device)

@@ -17,6 +17,7 @@ from PIL.Image import Image
 
 from vqa.errors import ArgumentParser, exit_on_user_error, exit_with
 from vqa.inspection.attention import Head, Layer, evaluation_mode, explain, map_refusal
+from vqa.inspection.attention_plots import plot_answer_attention, save_figure
 from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel, labels_from_answers
 from vqa.model.processing import VQAProcessor
@@ -129,8 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if maps is not None:
         print(f"attention on the image  {100 * image_share:.1f}% (the rest on the question)")
     if maps is not None and args.attention_map:
-        from vqa.inspection.attention_plots import plot_answer_attention, save_figure
-
         figure = plot_answer_attention(maps, args.layer, args.head)
         print(f"attention map  {save_figure(figure, args.attention_map)}")
     return 0

@@ -14,7 +14,6 @@ the answer, the human answers and where the model looked (the attention overlay)
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import random
@@ -31,27 +30,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from vqa.data.schema import column, has_answers
 from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with, one_line
+from vqa.evaluation.baselines import AnswerPrior
 from vqa.evaluation.metrics import question_accuracy
-from vqa.inspection.sweep_report import Collected
+from vqa.evaluation.scoring import official_accuracy, score_split
+from vqa.inspection.attention import explain_batch, map_refusal
+from vqa.inspection.report_figures import accuracy_bars, attention_overlay, learning_curves, metric_by_run, plain_image
+from vqa.inspection.report_html import RawHtml, escape, figure, page, percent, section, table
+from vqa.inspection.sweep_report import ERROR, SEED, STATUS, Collected, collect_rows, split_overrides
 from vqa.instantiate import instantiate
+from vqa.model.loading import load_checkpoint
 
 logger = logging.getLogger("vqa")
 
 REPORT_FILE = "report.html"
 EXAMPLES_PER_KIND = 6  # gallery: this many right and this many wrong answers
-
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1100px;
-       color: #222; padding: 0 1rem; }
-h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
-td, th { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; }
-th { background: #f5f5f5; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem; }
-.card.right { border-left: 5px solid #55a868; } .card.wrong { border-left: 5px solid #c44e52; }
-.card img { max-width: 100%; } .muted { color: #777; } code { background: #f5f5f5; padding: 0 0.2rem; }
-"""
 
 
 @dataclass
@@ -126,8 +118,6 @@ def write_run_report(
         sections.append(baselines_section(metrics, None, None))
     if final_split is not None and predictions is not None:
         if model is None and (run_dir / "checkpoint").is_dir():
-            from vqa.model.loading import load_checkpoint
-
             model, processor = load_checkpoint(run_dir / "checkpoint")
         seed = int(metrics.get("seed") or 0)
         sections.append(gallery_section(final_split, predictions, model, processor, examples_per_kind, seed))
@@ -141,9 +131,6 @@ def write_sweep_report(sweep_dir: Path, collected: Collected | None = None) -> P
     linked to its
     own report, and one bar plot per metric across the runs. `collected`: the sweep's rows when the caller has
     read them already (`vqa.inspection.sweep_report.collect_rows`)."""
-    from vqa.inspection.report_figures import metric_by_run
-    from vqa.inspection.sweep_report import ERROR, SEED, STATUS, collect_rows, split_overrides
-
     rows, override_columns, metric_columns = collected or collect_rows(sweep_dir)
     varying, common = split_overrides(rows, override_columns)
     columns = ["run", SEED, STATUS, *varying, *metric_columns]
@@ -208,8 +195,6 @@ def summary_section(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]
 
 
 def learning_curves_section(log_history: list[dict[str, Any]]) -> str | None:
-    from vqa.inspection.report_figures import learning_curves
-
     picture = learning_curves(log_history)
     if picture is None:
         return None
@@ -218,9 +203,6 @@ def learning_curves_section(log_history: list[dict[str, Any]]) -> str | None:
 
 def per_type_section(split: Dataset, predictions: list[str]) -> str:
     """Accuracy per answer type and per question type (official rules), worst first, with the question counts."""
-    from vqa.evaluation.scoring import official_accuracy
-    from vqa.inspection.report_figures import accuracy_bars
-
     accuracy = official_accuracy(split, predictions)
     answer_types, question_types = column(split, "answer_type"), column(split, "question_type")
     body = []
@@ -240,9 +222,6 @@ def per_type_section(split: Dataset, predictions: list[str]) -> str:
 def baselines_section(metrics: dict[str, Any], splits: dict[str, Dataset] | None, final_split: Dataset | None) -> str:
     """The model beside the answer priors (fitted on the training split, scored on the final split) and beside
     itself on shuffled images: how much of its accuracy needs the question, the image, both."""
-    from vqa.evaluation.baselines import AnswerPrior
-    from vqa.evaluation.scoring import score_split
-
     rows: list[list[Any]] = [["this run", percent(metrics.get("vqa_accuracy"))]]
     shuffled = metrics.get("vqa_accuracy_shuffled_images")
     if shuffled is not None and metrics.get("vqa_accuracy") is not None:
@@ -268,9 +247,6 @@ def gallery_section(
 ) -> str:
     """Right and wrong answers (full and no credit by the official rules), a seeded sample of each; for a split
     without human answers, a sample of answers."""
-    from vqa.inspection.attention import explain_batch, map_refusal
-    from vqa.inspection.report_figures import attention_overlay, plain_image
-
     rng = random.Random(seed)
     answered = has_answers(split)
     human_answers = column(split, "answers")
@@ -327,50 +303,6 @@ def example_card(example: Example) -> str:
         f"<p><b>Q:</b> {escape(example.question)}</p>"
         f"<p><b>A:</b> {answer}{score}</p>" + (f"<p class=muted>humans: {humans}</p>" if humans else "") + "</div>"
     )
-
-
-# HTML ------------------------------------------------------------------------------------------------------------
-
-
-class RawHtml(str):
-    """A table cell that is already HTML (a link), not text to escape."""
-
-
-def escape(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def page(title: str, sections: Sequence[str]) -> str:
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{''.join(sections)}</body></html>\n"
-    )
-
-
-def section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
-
-
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], header: bool = True) -> str:
-    head = "<tr>" + "".join(f"<th>{escape(column)}</th>" for column in columns) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for row in rows)
-    return f"<table>{head}{body}</table>"
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, RawHtml):
-        return f"<td>{value}</td>"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f'<td class="number">{escape(value)}</td>'
-    return f"<td>{escape(value)}</td>"
-
-
-def figure(data_uri: str, alt: str) -> str:
-    return f'<figure><img alt="{escape(alt)}" src="{data_uri}"></figure>'
-
-
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
 
 
 # Files -----------------------------------------------------------------------------------------------------------
