@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from vqa.instantiate import instantiate
 from vqa.model.processing import VQACollator
-from vqa.training.trainer import for_training
+from vqa.training.trainer import with_image_paths
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -26,7 +26,7 @@ def default_config_and_data() -> tuple[DictConfig, Dataset]:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="config")
     splits = instantiate(cfg.data)
-    return cfg, for_training(splits["train"])
+    return cfg, with_image_paths(splits["train"])
 
 
 def default_model(cfg: DictConfig, train: Dataset) -> tuple[torch.nn.Module, VQACollator]:

@@ -66,11 +66,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # tests.vqa_v2_fixture
+    sys.path.insert(0, str(ROOT))  # tests.helpers.vqa_v2_fixture
 
 from PIL import Image  # noqa: E402
 
-from tests.vqa_v2_fixture import write_vqa_v2  # noqa: E402
+from tests.helpers.vqa_v2_fixture import write_vqa_v2  # noqa: E402
 from vqa.provenance import provenance  # noqa: E402
 
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"

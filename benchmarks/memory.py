@@ -35,7 +35,7 @@ from vqa.data.sampling import ImageGroupedSampler
 from vqa.model.processing import VQACollator
 from vqa.provenance import provenance
 from vqa.training.feature_cache import build_lookups
-from vqa.training.trainer import for_training
+from vqa.training.trainer import with_image_paths
 
 SETTINGS = {
     "full fine-tuning, random batches": {"freeze": "nothing", "questions_per_image": 1, "cached": False},
@@ -61,7 +61,7 @@ def one_point(setting: str, batch_size: int, cache: str, work: Path) -> dict[str
     collator = VQACollator(processor)
     if options["cached"]:
         collator.features = build_lookups(model, processor, [train], work / "features")
-    rows = for_training(train)
+    rows = with_image_paths(train)
     batch = collator([rows[index] for index in list(ImageGroupedSampler(rows["image_id"]))[:batch_size]])
     after_build = resident_gib()
     model.train()

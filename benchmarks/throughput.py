@@ -47,7 +47,7 @@ from vqa.model.flops import flops_by_component
 from vqa.model.processing import VQACollator
 from vqa.provenance import provenance
 from vqa.training.feature_cache import build_lookups
-from vqa.training.trainer import for_training
+from vqa.training.trainer import with_image_paths
 
 TINY_PRESET = Path(__file__).resolve().parents[1] / "conf" / "model" / "tiny.yaml"
 # Dense bf16 peak FLOP/s (no sparsity), from the vendors' data sheets.
@@ -59,7 +59,7 @@ def coco_size_split(split: Any, folder: Path, images: int, questions_per_image: 
     to `questions_per_image` questions each (VQA v2 has about 5): the decoding and resizing cost of real VQA v2
     images, easy-VQA's questions and answers."""
     folder.mkdir(parents=True, exist_ok=True)
-    undecoded = for_training(split)
+    undecoded = with_image_paths(split)
     kept: list[int] = []
     per_image: dict[int, int] = {}
     for row, image_id in enumerate(split["image_id"]):
@@ -140,7 +140,7 @@ def training_throughput(
     cache_dir: Path,
 ) -> dict[str, Any]:
     """Samples/s over `steps` timed steps after warm-up, data loading included (as in a real run)."""
-    train = for_training(splits["train"])
+    train = with_image_paths(splits["train"])
     model, processor = model_and_processor(preset, splits["train"], freeze)
     model.to(device).train()
     # Random batches stand for the textbook's loop: one question row per example (images seldom repeat anyway).
@@ -233,7 +233,7 @@ def generation_throughput(
     """
     model, processor = model_and_processor(preset, splits["train"], "nothing")
     model.to(device).eval()
-    split = for_training(splits["validation"])
+    split = with_image_paths(splits["validation"])
     rows = [split[index] for index in list(ImageGroupedSampler(split["image_id"]))[:questions]]
     max_new_tokens = model.config.max_answer_tokens
     grouped = VQACollator(processor, with_labels=False)
@@ -271,7 +271,7 @@ def generation_throughput(
 
 def data_throughput(splits: Any, preset: str, batch_size: int, workers: int, batches: int) -> dict[str, Any]:
     """Images decoded and preprocessed per second by the collator in DataLoader workers (ungrouped batches)."""
-    train = for_training(splits["train"])
+    train = with_image_paths(splits["train"])
     processor = model_and_processor(preset, splits["train"], "nothing")[1]
     loader = DataLoader(
         train,

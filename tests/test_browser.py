@@ -21,8 +21,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.report_checks import sections_of_a_self_contained_page
-from tests.train_command import FAST, ROOT, run_train
+from tests.helpers.report_checks import sections_of_a_self_contained_page
+from tests.helpers.train_command import FAST, ROOT, run_train
 from vqa.inspection.attention import explain
 from vqa.inspection.predict import top_answers
 from vqa.model.loading import load_checkpoint

@@ -20,7 +20,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from tests.vqa_v2_fixture import write_vqa_v2
+from tests.helpers.vqa_v2_fixture import write_vqa_v2
 from vqa.data import (
     BuildOptions,
     DataError,

@@ -8,7 +8,7 @@ import pytest
 from datasets import DatasetDict
 from PIL.Image import Image
 
-from tests.vqa_v2_fixture import write_vqa_v2
+from tests.helpers.vqa_v2_fixture import write_vqa_v2
 from vqa.data import EasyVQAOptions, build_easy_vqa, build_vqa_v2
 from vqa.data.easy_vqa import question_type
 

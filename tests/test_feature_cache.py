@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +12,12 @@ import torch
 from datasets import DatasetDict
 from transformers import TrainingArguments
 
+from tests.helpers.train_command import run_train
 from vqa.data import EasyVQAOptions, build_easy_vqa
 from vqa.model.builders import tiny_model_and_processor
 from vqa.model.processing import VQACollator
 from vqa.training.feature_cache import build_lookups, build_store, encode_inputs
-from vqa.training.trainer import VQATrainer, for_training
+from vqa.training.trainer import VQATrainer, with_image_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,12 +51,12 @@ def train_losses(splits: DatasetDict, features_dir: Path | None, output_dir: Pat
     trainer = VQATrainer(
         model=model,
         args=arguments,
-        train_dataset=for_training(splits["train"]),
+        train_dataset=with_image_paths(splits["train"]),
         data_collator=collator,
         processor=processor,
     )
     trainer.train()
-    first_batch = collator([for_training(splits["train"])[index] for index in range(4)])
+    first_batch = collator([with_image_paths(splits["train"])[index] for index in range(4)])
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry], first_batch
 
 
@@ -118,13 +117,7 @@ def test_train_py_builds_reports_and_can_skip_the_cache(tmp_path: Path) -> None:
     cards = {}
     for name, extra in [("cached", []), ("uncached", ["feature_cache.enabled=false"])]:
         run_dir = tmp_path / name
-        result = subprocess.run(
-            [sys.executable, "train.py", *common, *extra, f"hydra.run.dir={run_dir}"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        result = run_train([*common, *extra, f"hydra.run.dir={run_dir}"], env)
         assert result.returncode == 0, result.stderr[-3000:]
         cards[name] = json.loads((run_dir / "run_card.json").read_text())
         if name == "cached":

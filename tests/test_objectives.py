@@ -16,12 +16,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from tests.conftest import make_batch, one_sgd_step_arguments
-from tests.objective_setup import small_splits, tiny_setup
+from tests.helpers.objective_setup import small_splits, tiny_setup
 from vqa import VQAConfig, VQAModel
 from vqa.model.loading import load_checkpoint
 from vqa.model.processing import VQACollator
 from vqa.training.objectives import AnswerCrossEntropy, Objective
-from vqa.training.trainer import VQATrainer, for_training
+from vqa.training.trainer import VQATrainer, with_image_paths
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -126,8 +126,8 @@ def test_a_model_trained_with_each_objective_saves_reloads_and_evaluates(
     trainer = VQATrainer(
         model=model,
         args=arguments,
-        train_dataset=for_training(easy_vqa_splits["train"]),
-        eval_dataset=for_training(easy_vqa_splits["validation"]),
+        train_dataset=with_image_paths(easy_vqa_splits["train"]),
+        eval_dataset=with_image_paths(easy_vqa_splits["validation"]),
         data_collator=VQACollator(processor, batch_extras=getattr(objective, "batch_extras", None)),
         processor=processor,
         objective=objective,
@@ -147,7 +147,7 @@ def test_a_model_trained_with_each_objective_saves_reloads_and_evaluates(
     again = VQATrainer(
         model=reloaded,
         args=arguments,
-        eval_dataset=for_training(easy_vqa_splits["validation"]),
+        eval_dataset=with_image_paths(easy_vqa_splits["validation"]),
         data_collator=VQACollator(reloaded_processor),
         processor=reloaded_processor,
     ).evaluate()

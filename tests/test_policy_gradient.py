@@ -12,13 +12,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import BertConfig, BertForSequenceClassification
 
-from tests.objective_setup import small_splits, tiny_setup, training_rows
+from tests.helpers.objective_setup import small_splits, tiny_setup, training_rows
 from vqa.errors import ConfigError
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.processing import VQACollator
 from vqa.training.objectives import AnswerCrossEntropy
 from vqa.training.policy_gradient import PolicyGradient, advantages_from_rewards
-from vqa.training.rewards import PipelineReward, vqa_accuracy
+from vqa.training.rewards import PipelineReward, vqa_accuracy_reward
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -100,7 +100,9 @@ def test_scst_advantage_is_the_reward_minus_the_greedy_answers_reward(splits: An
 
 def test_the_vqa_reward_is_the_official_accuracy() -> None:
     humans = [["2"] * 3 + ["two", "3", "3", "3", "4", "4", "4"], ["red"] * 10]
-    scores = vqa_accuracy(questions=["q", "q"], images=[None, None], answers=["two", "Red"], human_answers=humans)
+    scores = vqa_accuracy_reward(
+        questions=["q", "q"], images=[None, None], answers=["two", "Red"], human_answers=humans
+    )
     assert scores == [1.0, 0.0]  # "two" normalises to "2" among disagreeing humans; "Red" is not "red" otherwise
 
 
@@ -184,4 +186,4 @@ def test_a_learned_reward_model_through_a_pipeline_plugs_in_by_target(splits: An
 
 def test_the_default_reward_comes_from_the_config() -> None:
     objective = instantiate(OmegaConf.load(CONF / "objective" / "rl.yaml"))
-    assert objective.reward.func is vqa_accuracy and objective.samples == 4 and objective.loss_type == "dapo"
+    assert objective.reward.func is vqa_accuracy_reward and objective.samples == 4 and objective.loss_type == "dapo"

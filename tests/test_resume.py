@@ -13,7 +13,7 @@ import pytest
 import yaml
 from transformers import TrainerState
 
-from tests.train_command import run_train as train
+from tests.helpers.train_command import run_train as train
 from vqa.errors import CheckpointError
 from vqa.training.checkpoints import MANIFEST, checkpoint_problem, latest_complete_checkpoint
 

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from transformers import TrainingArguments
 
-from tests.train_command import FAST, ROOT, run_train
+from tests.helpers.train_command import FAST, ROOT, run_train
 from vqa import VQAConfig, VQAModel
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.objective_setup import small_splits, tiny_setup, training_rows
+from tests.helpers.objective_setup import small_splits, tiny_setup, training_rows
 from vqa.evaluation.metrics import question_accuracy
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.processing import VQACollator

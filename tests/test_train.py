@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.report_checks import sections_of_a_self_contained_page
-from tests.train_command import FAST, ROOT, run_train
+from tests.helpers.report_checks import sections_of_a_self_contained_page
+from tests.helpers.train_command import FAST, run_train, start_train
 from vqa import VQAModel, VQAProcessor
 from vqa.inspection.report import main as report_main
 from vqa.inspection.sweep_report import main as sweep_report
@@ -137,9 +137,7 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path, environment: dict[
     line, and the multirun ends with exit status 2 (every failure a user error)."""
     sweep_dir = tmp_path / "sweep"
     overrides = ["baseline=prior", "shuffled_image_check=false", "seed=abc,0", f"hydra.sweep.dir={sweep_dir}"]
-    result = subprocess.run(
-        [sys.executable, "train.py", "-m", *overrides], cwd=ROOT, env=environment, capture_output=True, text=True
-    )
+    result = run_train(["-m", *overrides], environment)
     assert result.returncode == 2, result.stderr[-3000:]
     printed = result.stdout[result.stdout.index("sweep report") :]
     assert "| 0 | abc | failed |" in printed and "| 1 | 0 | finished |" in printed
@@ -210,12 +208,8 @@ RESUMABLE = [
 def test_killed_run_resumes_to_the_same_result(tmp_path: Path, environment: dict[str, str]) -> None:
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     train([*RESUMABLE, f"hydra.run.dir={reference_dir}"], environment)
-    process = subprocess.Popen(
-        [sys.executable, "train.py", *RESUMABLE, f"hydra.run.dir={killed_dir}"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = start_train(
+        [*RESUMABLE, f"hydra.run.dir={killed_dir}"], environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     complete = killed_dir / "checkpoint-10" / MANIFEST  # written last in a checkpoint
     deadline = time.monotonic() + 240
@@ -272,8 +266,7 @@ def train_as_slurm_tasks(arguments: list[str], env: dict[str, str], log_dir: Pat
     for rank in range(tasks):
         task_env = base | {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
         with (log_dir / f"task_{rank}.log").open("w") as log:  # the child keeps its own handle
-            command = [sys.executable, "train.py", *arguments]
-            processes.append(subprocess.Popen(command, cwd=ROOT, env=task_env, stdout=log, stderr=log))
+            processes.append(start_train(arguments, task_env, stdout=log, stderr=log))
     for rank, process in enumerate(processes):
         assert process.wait(timeout=600) == 0, (log_dir / f"task_{rank}.log").read_text()[-3000:]
 

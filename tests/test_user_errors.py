@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from tests.helpers.train_command import run_train
 from tests.test_configs import composed
 from vqa.config_checks import validate_config
 from vqa.data import EasyVQAOptions, build_easy_vqa
@@ -22,17 +22,15 @@ from vqa.instantiate import instantiate
 from vqa.model.builders import tiny_model_and_processor
 from vqa.model.processing import UNDECODABLE_IMAGES, VQACollator
 from vqa.training.arguments import training_arguments
-from vqa.training.fit import count_cut_questions, trained_model
-from vqa.training.trainer import for_training
+from vqa.training.fit import count_cut_questions, load_init_from
+from vqa.training.trainer import with_image_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(arguments: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "VQA_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "train.py", *arguments], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_train(arguments, env)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +86,7 @@ def test_objective_and_init_from_mistakes_are_one_line_user_errors() -> None:
     with pytest.raises(ConfigError, match=r"^objective\.baseline: got 'mean', expected one of group, greedy$"):
         instantiate(composed("objective=rl", "objective.baseline=mean").objective)
     with pytest.raises(CheckpointError, match=r"^checkpoint /no/such/run: folder not found; expected the"):
-        trained_model("/no/such/run")
+        load_init_from("/no/such/run")
     with pytest.raises(ConfigError) as error:  # a typo in a `_target_` override
         instantiate(composed("objective=rl", "objective.reward._target_=vqa.training.rewards.nope").objective)
     message = str(error.value)
@@ -120,7 +118,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple:
 
 def test_an_image_that_no_longer_decodes_is_counted_and_trained_without_a_loss(tmp_path: Path, tiny_run: tuple) -> None:
     splits, _, processor = tiny_run
-    rows = [for_training(splits["train"])[index] for index in range(4)]
+    rows = [with_image_paths(splits["train"])[index] for index in range(4)]
     broken = tmp_path / "broken.png"
     good_bytes = Path(rows[0]["image"]["path"]).read_bytes()
     broken.write_bytes(good_bytes[: len(good_bytes) // 2])  # a header that opens, pixels that do not decode

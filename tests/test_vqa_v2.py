@@ -12,7 +12,7 @@ import pytest
 from datasets import Image as ImageFeature
 from PIL.Image import Image
 
-from tests.vqa_v2_fixture import TRAIN_IMAGES, write_vqa_v2
+from tests.helpers.vqa_v2_fixture import TRAIN_IMAGES, write_vqa_v2
 from vqa.data import BuildOptions, DataError, build_vqa_v2, has_answers, split_by_image
 from vqa.data.vqa_v2 import main
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.train_command import FAST, run_train
-from tests.vqa_v2_fixture import TEST_IMAGES, write_vqa_v2
+from tests.helpers.train_command import FAST, run_train
+from tests.helpers.vqa_v2_fixture import TEST_IMAGES, write_vqa_v2
 from vqa.evaluation.score_files import evaluate_files
 
 # The fixture's train2014 has three images: one becomes minival (the validation split), two are trained on.

@@ -36,7 +36,7 @@ from vqa.evaluation.scoring import official_accuracy, score_split
 from vqa.inspection.attention import explain_batch, map_refusal
 from vqa.inspection.report_figures import accuracy_bars, attention_overlay, learning_curves, metric_by_run, plain_image
 from vqa.inspection.report_html import RawHtml, escape, figure, page, percent, section, table
-from vqa.inspection.sweep_report import ERROR, SEED, STATUS, Collected, collect_rows, split_overrides
+from vqa.inspection.sweep_report import ERROR, SEED, STATUS, SweepRows, collect_rows, split_overrides
 from vqa.instantiate import instantiate
 from vqa.model.loading import load_checkpoint
 
@@ -59,7 +59,7 @@ class Example:
     with_attention: bool
 
 
-def write_report(folder: Path, collected: Collected | None = None, **run_parts: Any) -> Path:
+def write_report(folder: Path, collected: SweepRows | None = None, **run_parts: Any) -> Path:
     """report.html for a run folder (`write_run_report`, given `run_parts`) or a multirun folder
     (`write_sweep_report`, given `collected`; a sweep's page has no gallery, so `run_parts` do not apply)."""
     if (folder / "metrics.json").is_file():
@@ -126,7 +126,7 @@ def write_run_report(
     return path
 
 
-def write_sweep_report(sweep_dir: Path, collected: Collected | None = None) -> Path:
+def write_sweep_report(sweep_dir: Path, collected: SweepRows | None = None) -> Path:
     """Write `<sweep_dir>/report.html`: the sweep's table (as `python -m vqa.inspection.sweep_report`), each run
     linked to its
     own report, and one bar plot per metric across the runs. `collected`: the sweep's rows when the caller has

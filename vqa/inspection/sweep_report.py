@@ -28,7 +28,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -39,11 +39,15 @@ VALIDATION = "val_vqa_accuracy"  # the column runs are compared on: the validati
 STATUS, ERROR, USER_ERROR = "status", "error", "user_error"  # row keys; error and user_error only for failed jobs
 
 
-# What `collect_rows` returns: the rows, the override columns and the metric columns.
-Collected = tuple[list[dict[str, Any]], list[str], list[str]]
+class SweepRows(NamedTuple):
+    """A sweep folder as `collect_rows` reads it."""
+
+    rows: list[dict[str, Any]]  # one per run folder, in run order
+    override_columns: list[str]  # the overrides found, in order of first appearance
+    metric_columns: list[str]  # the metrics found, likewise
 
 
-def collect_rows(sweep_dir: Path) -> Collected:
+def collect_rows(sweep_dir: Path) -> SweepRows:
     """Rows (one per run), override columns and metric columns, in a stable order."""
     rows: list[dict[str, Any]] = []
     override_columns: list[str] = []
@@ -78,7 +82,7 @@ def collect_rows(sweep_dir: Path) -> Collected:
                 if key not in metric_columns:
                     metric_columns.append(key)
         rows.append(row)
-    return rows, override_columns, metric_columns
+    return SweepRows(rows, override_columns, metric_columns)
 
 
 def run_seed(run_dir: Path) -> Any:
@@ -190,7 +194,7 @@ def split_overrides(rows: list[dict[str, Any]], override_columns: list[str]) -> 
     return varying, common
 
 
-def report(sweep_dir: Path, csv_path: Path | None = None, collected: Collected | None = None) -> list[dict[str, Any]]:
+def report(sweep_dir: Path, csv_path: Path | None = None, collected: SweepRows | None = None) -> list[dict[str, Any]]:
     """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`). Returns the rows
     reported (`collect_rows`, or `collected` when the caller has read them), none (after an error line) when the
     folder holds no runs."""

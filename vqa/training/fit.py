@@ -24,7 +24,7 @@ from vqa.training.distributed import ranks_agree_on_parameters, sharded_paramete
 from vqa.training.feature_cache import FeatureLookup, build_lookups
 from vqa.training.objectives import Objective
 from vqa.training.resume import training_finished
-from vqa.training.trainer import VQATrainer, for_training, load_checkpoint_weights
+from vqa.training.trainer import VQATrainer, load_checkpoint_weights, with_image_paths
 
 logger = logging.getLogger(__name__)
 ACCURACY_KEY = "eval_vqa_accuracy"  # what the Trainer logs for an evaluation of its eval_dataset
@@ -55,8 +55,8 @@ def fit_model(
     trainer = VQATrainer(
         model=model,
         args=args,
-        train_dataset=for_training(splits["train"]),
-        eval_dataset=for_training(splits[cfg.eval_split]),
+        train_dataset=with_image_paths(splits["train"]),
+        eval_dataset=with_image_paths(splits[cfg.eval_split]),
         data_collator=collator,
         processor=processor,
         objective=objective,
@@ -123,7 +123,7 @@ def checkpoint_writer(trainer: Trainer, processor: VQAProcessor) -> Any:
     return lambda folder: replace_folder(folder, write_checkpoint)
 
 
-def trained_model(path: str | Path) -> tuple[VQAModel, VQAProcessor]:
+def load_init_from(path: str | Path) -> tuple[VQAModel, VQAProcessor]:
     """`init_from`: the model and processor of a finished run (its folder or its `checkpoint` folder), to train on.
 
     Raises:

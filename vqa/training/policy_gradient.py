@@ -34,7 +34,7 @@ from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.modeling import VQAModel, labels_from_answers
 from vqa.model.processing import VQAProcessor
 from vqa.training.objectives import teacher_forced
-from vqa.training.rewards import Reward, vqa_accuracy
+from vqa.training.rewards import Reward, vqa_accuracy_reward
 
 BASELINES = ("group", "greedy")
 QUESTIONS, HUMAN_ANSWERS, IMAGE_PATHS = "questions", "human_answers", "image_paths"  # keys of batch_extras
@@ -190,7 +190,7 @@ class PolicyGradient:
                 f"objective: temperature {temperature}, top_k {top_k}, top_p {top_p}, beta {beta}; expected "
                 "temperature > 0, top_k >= 0, 0 < top_p <= 1, beta >= 0"
             )
-        self.reward = reward or vqa_accuracy
+        self.reward = reward or vqa_accuracy_reward
         self.samples = samples
         self.sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
         self.baseline = baseline

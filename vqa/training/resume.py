@@ -56,6 +56,8 @@ MOVED_MODULES = {
     "vqa.policy_gradient": "vqa.training.policy_gradient",
     "vqa.rewards": "vqa.training.rewards",
 }
+# Import paths renamed with the move (old -> new), matched whole before the module prefixes above.
+RENAMED_TARGETS = {"vqa.rewards.vqa_accuracy": "vqa.training.rewards.vqa_accuracy_reward"}
 MOVED_PATH = re.compile(rf"^({'|'.join(re.escape(old) for old in MOVED_MODULES)})\.")
 
 
@@ -116,6 +118,7 @@ def with_current_import_paths(config: DictConfig) -> DictConfig:
         if isinstance(value, list):
             return [current(item) for item in value]
         if isinstance(value, str):
+            value = RENAMED_TARGETS.get(value, value)
             return MOVED_PATH.sub(lambda match: MOVED_MODULES[match.group(1)] + ".", value)
         return value
 

@@ -34,7 +34,7 @@ class Reward(Protocol):
     ) -> Sequence[float] | torch.Tensor: ...
 
 
-def vqa_accuracy(
+def vqa_accuracy_reward(
     *,
     questions: Sequence[str],
     images: Sequence[str | None],

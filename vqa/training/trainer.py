@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 GENERATION_INPUTS = ENCODER_INPUT_NAMES  # the batch keys that `generate` reads
 
 
-def for_training(dataset: Dataset) -> Dataset:
+def with_image_paths(dataset: Dataset) -> Dataset:
     """Keep images as paths: the collator then decodes each distinct image of a batch once, in a worker."""
     return dataset.cast_column("image", ImageFeature(decode=False))
 
@@ -160,7 +160,7 @@ class VQATrainer(Trainer):
 
         The answers come from the generated ids themselves: the Trainer calls compute_metrics only for a split with
         labels, so a split without answers (VQA v2 test-dev) would leave the metric with the previous split's."""
-        prediction = self.predict(for_training(split), metric_key_prefix=name)
+        prediction = self.predict(with_image_paths(split), metric_key_prefix=name)
         return AnsweredSplit(self.vqa_metrics.decode(prediction.predictions), prediction.metrics.get(f"{name}_loss"))
 
     def train(self, *args: Any, **kwargs: Any) -> Any:

@@ -12,7 +12,7 @@ from vqa.data.easy_vqa import training_splits
 from vqa.model.builders import tiny_model_and_processor
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
-from vqa.training.trainer import for_training
+from vqa.training.trainer import with_image_paths
 
 
 def small_splits(cache_dir: Path, max_questions: int = 96) -> Any:
@@ -29,5 +29,5 @@ def tiny_setup(train_split: Dataset, seed: int = 0) -> tuple[VQAModel, VQAProces
 
 def training_rows(split: Dataset, count: int, start: int = 0) -> list[dict[str, Any]]:
     """Rows as the training DataLoader gives them to the collator (images as undecoded paths)."""
-    rows = for_training(split)
+    rows = with_image_paths(split)
     return [rows[index] for index in range(start, start + count)]

@@ -1,0 +1,1 @@
+"""What several test modules share: running train.py, fixture datasets and models, report checks."""
