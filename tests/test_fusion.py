@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import Dataset
 from hydra import compose, initialize_config_dir
 from torch import nn
 
@@ -15,6 +16,7 @@ from vqa import VQAConfig, VQAModel
 from vqa.config_checks import validate_config
 from vqa.errors import ConfigError
 from vqa.inspection.attention import map_refusal
+from vqa.instantiate import instantiate
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.fusion import FusedSequence, Fusion, repeat_rows
 
@@ -30,7 +32,8 @@ class QuestionTokensAndMeanImage(Fusion):
 
     def __init__(self, config: VQAConfig) -> None:
         super().__init__(config)
-        self.image_gain = nn.Parameter(torch.ones(()))
+        # Its own setting, read from the config: `+model.image_gain_init=...` reaches it through the model builder.
+        self.image_gain = nn.Parameter(torch.full((), float(getattr(config, "image_gain_init", 1.0))))
 
     def forward(
         self,
@@ -78,6 +81,12 @@ def test_a_new_fusion_is_one_class_and_one_config_value(tmp_path: Path) -> None:
     assert loaded.config.fusion == TOY and torch.equal(loaded.fusion.image_gain, model.fusion.image_gain)
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+    # A setting of its own travels from the config node through the builder to VQAConfig and the checkpoint.
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=[f"model.fusion={TOY}", "+model.image_gain_init=0.5"])
+    split = Dataset.from_dict({"question": ["what is it?"] * 4, "multiple_choice_answer": ["red", "blue"] * 2})
+    built, _ = instantiate(cfg.model, train_split=split)
+    assert float(built.fusion.image_gain) == 0.5 and built.config.image_gain_init == 0.5
     # Attention maps need question and image tokens as keys: this fusion is refused in one line.
     assert map_refusal(loaded) == (
         f"fusion={TOY!r} has the segments (question, image_mean); attention maps need the question and image "

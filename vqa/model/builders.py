@@ -17,9 +17,6 @@ from vqa.model.processing import VQAProcessor
 
 def tiny_model_and_processor(
     train_split: Dataset,
-    fusion: str = "tokens",
-    inputs: str = "both",
-    freeze: str | list[str] = "nothing",
     hidden_size: int = 128,
     num_layers: int = 2,
     num_heads: int = 4,
@@ -30,15 +27,18 @@ def tiny_model_and_processor(
     answer_vocab_size: int = 300,
     max_question_length: int = 32,
     max_answer_length: int = 8,
-    projection_layer_norm: bool = True,
-    modality_embeddings: bool = True,
     vision_conv_stem: bool = True,
     conditioned_bos: bool = True,
-    cross_attention_gate: bool = False,
-    resampler: dict[str, int] | None = None,
-    lora: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> tuple[VQAModel, VQAProcessor]:
-    """Random-init small components; tokenizers trained on `train_split`'s questions and answers."""
+    """Random-init small components; tokenizers trained on `train_split`'s questions and answers.
+
+    The arguments are the tiny components' sizes, the tokenizers', and two choices for components trained from
+    scratch that `VQAConfig` leaves off by default (a convolutional stem for the ViT, a BOS conditioned on question
+    and image); every other key of the `model` config node
+    (fusion, inputs, freeze, LoRA, a fusion's own settings, ...) goes to `VQAConfig` as it is, so a new setting
+    needs no change here.
+    """
     processor = VQAProcessor.train_tiny(
         column(train_split, "question"),
         column(train_split, "multiple_choice_answer"),
@@ -57,17 +57,10 @@ def tiny_model_and_processor(
         image_size=image_size,
         patch_size=patch_size,
         dropout=dropout,
-        fusion=fusion,
-        inputs=inputs,
-        freeze=freeze,
-        projection_layer_norm=projection_layer_norm,
-        modality_embeddings=modality_embeddings,
+        max_answer_tokens=max_answer_length,
         vision_conv_stem=vision_conv_stem,
         conditioned_bos=conditioned_bos,
-        cross_attention_gate=cross_attention_gate,
-        resampler=resampler,
-        lora=lora,
-        max_answer_tokens=max_answer_length,
+        **settings,
     )
     return VQAModel(config), processor
 
@@ -78,37 +71,19 @@ def pretrained_model_and_processor(
     image_encoder: str,
     decoder: str,
     dropout: float | None = None,
-    fusion: str = "tokens",
-    inputs: str = "both",
-    freeze: str | list[str] = "nothing",
     max_question_length: int = 32,
     max_answer_length: int = 8,
-    projection_layer_norm: bool = True,
-    modality_embeddings: bool = True,
-    cross_attention_gate: bool = False,
-    resampler: dict[str, int] | None = None,
-    lora: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
 
     The encoders may be of any family `vqa.model.encoders` accepts: the class comes from each checkpoint's config.
-    `dropout` sets every dropout probability of the three components; None keeps each checkpoint's own.
+    `dropout` sets every dropout probability of the three components; None keeps each checkpoint's own. Every other
+    key of the `model` config node goes to `VQAConfig` as it is.
     """
     del train_split
     model = VQAModel.from_pretrained_components(
-        text_encoder,
-        image_encoder,
-        decoder,
-        dropout=dropout,
-        fusion=fusion,
-        inputs=inputs,
-        freeze=freeze,
-        projection_layer_norm=projection_layer_norm,
-        modality_embeddings=modality_embeddings,
-        cross_attention_gate=cross_attention_gate,
-        resampler=resampler,
-        lora=lora,
-        max_answer_tokens=max_answer_length,
+        text_encoder, image_encoder, decoder, dropout=dropout, max_answer_tokens=max_answer_length, **settings
     )
     processor = VQAProcessor.from_pretrained_components(
         text_encoder,
