@@ -15,6 +15,7 @@ import functools
 import itertools
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,13 +175,9 @@ def jobs(overrides: list[str]) -> list[list[str]]:
     ]
 
 
-@functools.cache
 def sweeper_params(overrides: tuple[str, ...]) -> DictConfig | None:
     """The search space or grid the composed config's sweeper holds (`hydra.sweeper.params`), if any."""
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True).hydra.sweeper.get(
-            "params"
-        )
+    return composed_once(overrides).hydra.sweeper.get("params")
 
 
 def composed(overrides: list[str]) -> DictConfig:
@@ -190,8 +187,8 @@ def composed(overrides: list[str]) -> DictConfig:
 
 @functools.cache
 def composed_once(overrides: tuple[str, ...]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+    """The composed config with its `hydra` node (the sweeper's params): one composition serves both questions."""
+    return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 
 def checked(command: Command, tmp_path: Path) -> list[DictConfig]:
@@ -227,6 +224,13 @@ def error_line(command: Command, tmp_path: Path) -> str | None:
 
 
 COMMANDS = documented_commands()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_config_dir() -> Iterator[None]:
+    """conf/ as Hydra's config source for every composition of this module (initialised once)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        yield
 
 
 def test_the_docs_have_commands_to_check() -> None:

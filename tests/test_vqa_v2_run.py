@@ -29,7 +29,7 @@ def test_vqa_v2_run_scores_its_final_split_with_the_official_metric(
     the official tool computes from predictions.json and the official files, and the validation split (minival)
     is reported beside it."""
     run_dir = tmp_path / "run"
-    overrides = ["data.final_split=train2014", "trainer.args.max_steps=30", "trainer.args.learning_rate=3e-3"]
+    overrides = ["data.final_split=train2014", "trainer.args.max_steps=16", "trainer.args.learning_rate=5e-3"]
     arguments = [*VQA_V2, f"data.root={root}", *overrides, "trainer.args.eval_strategy=no", "report=true"]
     result = run_train([*arguments, f"hydra.run.dir={run_dir}"], environment)
     assert result.returncode == 0, result.stderr[-3000:]

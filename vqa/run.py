@@ -25,7 +25,7 @@ from vqa.inspection.report import report_at_the_end
 from vqa.instantiate import instantiate
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
-from vqa.run_outputs import data_report_lines, print_summary, write_json, write_run_folder
+from vqa.run_outputs import data_caveat_lines, print_summary, write_json, write_run_folder
 from vqa.training.arguments import training_arguments
 from vqa.training.checkpoints import discard_incomplete, latest_complete_checkpoint
 from vqa.training.distributed import leave_process_group
@@ -107,7 +107,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     prepared = prepare(cfg, run_dir)
     cfg = prepared.cfg
     splits = instantiate(cfg.data)
-    for line in data_report_lines({"dropped": splits.dropped}):
+    for line in data_caveat_lines({"dropped": splits.dropped}):
         logger.warning(line)
     if cfg.get("prior"):
         fitted = fit_prior(splits, cfg.prior.by, cfg.final_split)

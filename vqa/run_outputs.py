@@ -136,7 +136,7 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
         lines.append(f"shuffled images   {metrics['vqa_accuracy_shuffled_images']} (each question on another image)")
     if "baseline" in metrics:
         lines.append(f"baseline          {metrics['baseline']['name']} by {metrics['baseline']['by']}, no training")
-    lines += data_report_lines(metrics.get("data", {}))
+    lines += data_caveat_lines(metrics.get("data", {}))
     lines.append(f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)")
     if card["train_samples_per_second"]:
         lines.append(f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}")
@@ -147,7 +147,7 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
     print("\n".join(lines), flush=True)
 
 
-def data_report_lines(report: dict[str, Any]) -> list[str]:
+def data_caveat_lines(report: dict[str, Any]) -> list[str]:
     """Summary lines for what the run did not use as given: dropped records, cut questions, undecodable images."""
     dropped = {reason: count for reason, count in report.get("dropped", {}).items() if count}
     cut = {split: count for split, count in report.get("questions_cut", {}).items() if count}

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from vqa.errors import USER_ERROR_EXIT_STATUS
 from vqa.inspection.report import report_at_the_end
-from vqa.inspection.sweep_report import STATUS, USER_ERROR, collect_rows, report
+from vqa.inspection.sweep_report import STATUS, USER_ERROR, collect_rows, print_sweep_table
 
 
 class SweepReportAtTheEnd(Callback):
@@ -23,7 +23,7 @@ class SweepReportAtTheEnd(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         print(f"\nsweep report: {sweep_dir}\n", flush=True)
         collected = collect_rows(sweep_dir)  # once: read again, a damaged metrics.json would be warned about twice
-        failed = [row for row in report(sweep_dir, collected=collected) if row[STATUS] == "failed"]
+        failed = [row for row in print_sweep_table(sweep_dir, collected=collected) if row[STATUS] == "failed"]
         if config.get("report", True):
             report_at_the_end(sweep_dir, collected=collected)
         if failed:

@@ -194,7 +194,9 @@ def split_overrides(rows: list[dict[str, Any]], override_columns: list[str]) -> 
     return varying, common
 
 
-def report(sweep_dir: Path, csv_path: Path | None = None, collected: SweepRows | None = None) -> list[dict[str, Any]]:
+def print_sweep_table(
+    sweep_dir: Path, csv_path: Path | None = None, collected: SweepRows | None = None
+) -> list[dict[str, Any]]:
     """Print the sweep's table (markdown) and write it as CSV (default `<sweep_dir>/report.csv`). Returns the rows
     reported (`collect_rows`, or `collected` when the caller has read them), none (after an error line) when the
     folder holds no runs."""
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder (holding 0/, 1/, ...)")
     parser.add_argument("--csv", type=Path, help="where to write the CSV (default: <sweep_dir>/report.csv)")
     args = parser.parse_args(argv)
-    return 0 if report(args.sweep_dir, args.csv) else USER_ERROR_EXIT_STATUS
+    return 0 if print_sweep_table(args.sweep_dir, args.csv) else USER_ERROR_EXIT_STATUS
 
 
 if __name__ == "__main__":
