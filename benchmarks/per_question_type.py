@@ -35,7 +35,16 @@ def per_question_type(run_dir: Path) -> dict[str, Any]:
         )
     )
     by_type = dict(sorted(accuracy["perQuestionType"].items(), key=lambda item: item[1]))
-    return {"run": str(run_dir), "split": split_name, "overall": accuracy["overall"], "per_question_type": by_type}
+    card_file = run_dir / "run_card.json"
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    return {
+        "run": str(run_dir),
+        "git_commit": card.get("git_commit"),  # the run's own code and machine; `provenance` is this process's
+        "device": card.get("device"),
+        "split": split_name,
+        "overall": accuracy["overall"],
+        "per_question_type": by_type,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

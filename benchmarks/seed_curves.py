@@ -119,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     records = [run_record(run_dir) for run_dir in run_dirs]
     command = "python benchmarks/seed_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = {"command": command, "runs": records, "provenance": provenance(Path(__file__).resolve().parents[1])}
+    report = {
+        "command": command,
+        "runs": records,
+        # The runs' own code and machine (each run card's); `provenance` is the process that collected them.
+        "measured_at": sorted({str(record["git_commit"]) for record in records}),
+        "measured_on": sorted({str(record["device"]) for record in records}),
+        "provenance": provenance(Path(__file__).resolve().parents[1]),
+    }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(records))
     return 0
