@@ -122,6 +122,7 @@ def test_every_group_option_composes(group: str, option: str) -> None:
         (["trainer.args.per_device_eval_batch_size=-4"], "per_device_eval_batch_size: got -4"),
         (["trainer.args.learning_rate=0"], "learning_rate: got 0"),
         (["eval_split=dev"], "eval_split: got 'dev'"),
+        (["+model.cross_atention_gate=true"], "model.cross_atention_gate: not a setting of the model builder"),
         (["eval_split=test"], "eval_split: got 'test'; model selection reads the validation split only"),
         (["feature_cache.dtype=int8"], "feature_cache.dtype: got 'int8', expected float16 or float32"),
     ],

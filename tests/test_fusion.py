@@ -29,6 +29,7 @@ class QuestionTokensAndMeanImage(Fusion):
     scaled by a learned gain."""
 
     segment_names = ("question", "image_mean")
+    own_settings = ("image_gain_init",)
 
     def __init__(self, config: VQAConfig) -> None:
         super().__init__(config)
@@ -87,6 +88,11 @@ def test_a_new_fusion_is_one_class_and_one_config_value(tmp_path: Path) -> None:
     split = Dataset.from_dict({"question": ["what is it?"] * 4, "multiple_choice_answer": ["red", "blue"] * 2})
     built, _ = instantiate(cfg.model, train_split=split)
     assert float(built.fusion.image_gain) == 0.5 and built.config.image_gain_init == 0.5
+    # A misspelt setting is refused before anything is built, instead of being stored and ignored.
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        typo = compose(config_name="config", overrides=[f"model.fusion={TOY}", "+model.image_gain_int=0.5"])
+    with pytest.raises(ConfigError, match=r"^model\.image_gain_int: not a setting .*; did you mean image_gain_init\?$"):
+        validate_config(typo)
     # Attention maps need question and image tokens as keys: this fusion is refused in one line.
     assert map_refusal(loaded) == (
         f"fusion={TOY!r} has the segments (question, image_mean); attention maps need the question and image "

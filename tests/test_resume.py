@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra.utils import get_object
 from transformers import TrainerState
 
 from tests.helpers.train_command import run_train as train
 from vqa.errors import CheckpointError
+from vqa.instantiate import current_import_path
+from vqa.model.fusion import PooledFusion, fusion_class
 from vqa.training.checkpoints import MANIFEST, checkpoint_problem, latest_complete_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,3 +180,27 @@ def test_resume_of_a_folder_that_is_not_a_run_is_one_line_and_leaves_nothing(
     message = one_line_error(train([f"resume={misspelt}"], environment))
     assert message == f"error: resume: {misspelt} is not a run folder (no config.yaml); expected outputs/<date>/<time>"
     assert not misspelt.exists()  # Hydra made the folder for the log; the failed start removes it
+
+
+@pytest.mark.parametrize(
+    ("saved", "now"),
+    [  # every import path a run folder's config.yaml or a checkpoint could name before the package move
+        ("vqa.builders.tiny_model_and_processor", "vqa.model.builders.tiny_model_and_processor"),
+        ("vqa.builders.pretrained_model_and_processor", "vqa.model.builders.pretrained_model_and_processor"),
+        ("vqa.objectives.AnswerCrossEntropy", "vqa.training.objectives.AnswerCrossEntropy"),
+        ("vqa.objectives.SoftAnswerCrossEntropy", "vqa.training.objectives.SoftAnswerCrossEntropy"),
+        ("vqa.policy_gradient.PolicyGradient", "vqa.training.policy_gradient.PolicyGradient"),
+        ("vqa.rewards.PipelineReward", "vqa.training.rewards.PipelineReward"),
+        ("vqa.rewards.vqa_accuracy", "vqa.training.rewards.vqa_accuracy_reward"),
+        ("vqa.fusion.PooledFusion", "vqa.model.fusion.PooledFusion"),
+        ("vqa.resampler.PerceiverResampler", "vqa.model.resampler.PerceiverResampler"),
+        ("vqa.data.easy_vqa.training_splits", "vqa.data.easy_vqa.training_splits"),
+    ],
+)
+def test_import_paths_saved_before_the_package_move_point_where_they_are_now(saved: str, now: str) -> None:
+    assert current_import_path(saved) == now
+    get_object(now)  # it imports
+
+
+def test_a_checkpoint_naming_an_old_fusion_path_still_builds() -> None:
+    assert fusion_class("vqa.fusion.PooledFusion") is PooledFusion

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -77,12 +76,7 @@ def test_a_run_ends_with_its_report_page(fast_run: tuple[Path, str]) -> None:
 def test_rl_fine_tunes_a_finished_run_and_logs_its_reward(
     tmp_path: Path, fast_run: tuple[Path, str], environment: dict[str, str]
 ) -> None:
-    """Also from a run folder written before `vqa` became packages by stage: its config.yaml names the old import
-    paths (`init_from` reads only its checkpoint)."""
-    start = tmp_path / "legacy_start"
-    shutil.copytree(fast_run[0], start)
-    config = (start / "config.yaml").read_text()
-    (start / "config.yaml").write_text(config.replace("vqa.model.builders.", "vqa.builders."))
+    start, _ = fast_run
     run_dir = tmp_path / "rl"
     result = train(
         [*FAST, "objective=rl", "objective.samples=2", f"init_from={start}", f"hydra.run.dir={run_dir}"], environment

@@ -6,14 +6,17 @@ Model settings are checked by `vqa.model.settings` (which `VQAConfig` calls too)
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from vqa.errors import ConfigError
 from vqa.evaluation.baselines import PRIOR_GROUPINGS
-from vqa.model.settings import model_settings
+from vqa.model.configuration import VQAConfig
+from vqa.model.settings import check_setting_names, model_settings
 from vqa.training.arguments import check_training_argument_types, type_name, value_fits
 
 SPLIT_NAMES = ("train", "validation", "test")  # what every `data` target returns
@@ -41,6 +44,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.num_beams: got {cfg.trainer.num_beams}, expected 1 (greedy) or more")
     try:
         model_settings(**{key: plain(cfg.model.get(key)) for key in MODEL_SETTINGS if cfg.model.get(key) is not None})
+        check_setting_names(
+            [key for key in cfg.model if key != "_target_"], accepted_model_keys(cfg.model), cfg.model.get("fusion")
+        )
     except ValueError as error:
         raise ConfigError(f"model.{error}") from None
     # keys(): `in` on a DictConfig is False for a missing (???) value.
@@ -85,3 +91,14 @@ def validate_config(cfg: DictConfig) -> None:
 def plain(value: Any) -> Any:
     """A Hydra node as plain Python (lists and dicts); other values unchanged."""
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def accepted_model_keys(model: DictConfig) -> set[str]:
+    """The keys the `model` node's builder takes: its own parameters and, when it passes the rest on (`**settings`),
+    VQAConfig's settings."""
+    builder = get_object(model._target_)
+    parameters = inspect.signature(builder).parameters.values()
+    accepted = {parameter.name for parameter in parameters if parameter.kind is not parameter.VAR_KEYWORD}
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        accepted |= set(inspect.signature(VQAConfig.__init__).parameters) - {"self", "kwargs"}
+    return accepted

@@ -1,6 +1,7 @@
 """Hydra `_target_` nodes (the config's model, data, objective, reward) turned into objects, with this project's
 errors: a user error raised by the target stays itself (not wrapped by Hydra), and a target that cannot be imported
-is one line naming the config key."""
+is one line naming the config key. Also where an import path saved before `vqa` became packages by stage points now.
+"""
 
 from __future__ import annotations
 
@@ -29,3 +30,25 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
             key = nested.group(1) if nested else node._key()
             raise ConfigError(f"{key}._target_: cannot be imported ({one_line(str(error.__cause__))})") from None
         raise
+
+
+# Modules that moved when `vqa` became packages by stage (old -> new): a run folder written before names its
+# targets (`model._target_: vqa.builders.tiny_model_and_processor`, ...) by the old paths.
+MOVED_MODULES = {
+    "vqa.builders": "vqa.model.builders",
+    "vqa.fusion": "vqa.model.fusion",
+    "vqa.resampler": "vqa.model.resampler",
+    "vqa.objectives": "vqa.training.objectives",
+    "vqa.policy_gradient": "vqa.training.policy_gradient",
+    "vqa.rewards": "vqa.training.rewards",
+}
+# Import paths renamed with the move (old -> new), matched whole before the module prefixes above.
+RENAMED_TARGETS = {"vqa.rewards.vqa_accuracy": "vqa.training.rewards.vqa_accuracy_reward"}
+MOVED_PATH = re.compile(rf"^({'|'.join(re.escape(old) for old in MOVED_MODULES)})\.")
+
+
+def current_import_path(path: str) -> str:
+    """Where an import path written before `vqa` became packages by stage (a saved config's `_target_`, a
+    checkpoint's fusion class) points now; any other string unchanged."""
+    path = RENAMED_TARGETS.get(path, path)
+    return MOVED_PATH.sub(lambda match: MOVED_MODULES[match.group(1)] + ".", path)

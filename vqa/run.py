@@ -110,7 +110,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     for line in data_caveat_lines({"dropped": splits.dropped}):
         logger.warning(line)
     if cfg.get("prior"):
-        fitted = fit_prior(splits, cfg.prior.by, cfg.final_split)
+        fitted = fit_prior(splits, cfg.prior.by, cfg.final_split, cfg.eval_split)
     else:
         fitted = fit_model(cfg, splits, prepared.args, prepared.objective, prepared.trained, prepared.checkpoint)
     evaluation = evaluate_final(
@@ -123,10 +123,10 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         seed=cfg.seed,
         logged_validation=fitted.logged_validation,
     )
+    if fitted.write_checkpoint is not None:  # every rank: under FSDP the whole weights are gathered from all
+        fitted.write_checkpoint(run_dir / "checkpoint")
     if not fitted.writes_run_folder:  # under DDP or FSDP, rank 0 writes the run folder
         return evaluation.validation_accuracy
-    if fitted.write_checkpoint is not None:
-        fitted.write_checkpoint(run_dir / "checkpoint")
     metrics, card = write_run_folder(run_dir, evaluation, fitted, splits, cfg.seed, time.perf_counter() - start)
     if evaluation.answers and "wandb" in cfg.logger.report_to:
         log_sample_predictions(splits[cfg.final_split], evaluation.answers, cfg.logger.get("sample_predictions", 32))

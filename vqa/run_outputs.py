@@ -101,7 +101,7 @@ def write_run_folder(
         evaluation.shuffled_accuracy,
         seed=seed,
         validation=validation,
-        **fitted.metrics,
+        **fitted.metrics(),
     )
     write_json(run_dir / "metrics.json", metrics)
     if evaluation.answers:

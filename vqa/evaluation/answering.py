@@ -34,9 +34,11 @@ class Fitted:
         train_metrics: the Trainer's own (runtime, samples per second); {} without training.
         world_size: processes that trained.
         card: run_card.json entries beyond the common ones.
-        metrics: metrics.json entries beyond the common ones (the data report, a baseline's settings).
+        metrics: metrics.json entries beyond the common ones (the data report, a baseline's settings), asked for when
+            the run folder is written: after the final evaluation, whose undecodable images count too.
         report_parts: what report.html can reuse (the model and processor).
-        write_checkpoint: writes the model and processor into a folder; None when there is no network.
+        write_checkpoint: writes the model and processor into a folder; None when there is no network. Every
+            process calls it (under FSDP it gathers the whole weights from all ranks); only the writer writes.
         writes_run_folder: whether this process writes the run folder (rank 0).
     """
 
@@ -45,7 +47,7 @@ class Fitted:
     train_metrics: dict[str, float] = field(default_factory=dict)
     world_size: int = 1
     card: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: Callable[[], dict[str, Any]] = dict
     report_parts: dict[str, Any] = field(default_factory=dict)
     write_checkpoint: Callable[[Path], None] | None = None
     writes_run_folder: bool = True

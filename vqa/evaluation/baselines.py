@@ -21,6 +21,7 @@ from datasets import Dataset, concatenate_datasets
 
 from vqa.data.schema import column
 from vqa.evaluation.answering import AnsweredSplit, Fitted
+from vqa.evaluation.scoring import score_split
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def shuffle_images(dataset: Dataset, seed: int) -> Dataset:
     return concatenate_datasets([questions, images], axis=1)
 
 
-def fit_prior(splits: dict[str, Dataset], by: PriorGrouping, final_split: str) -> Fitted:
+def fit_prior(splits: dict[str, Dataset], by: PriorGrouping, final_split: str, eval_split: str) -> Fitted:
     """`baseline=prior`: the training split's most common answer per question type (or overall), no network. It
     answers like a trained model, so the run writes the same folder (the shuffled-image check included, which a
     prior passes unchanged by construction); metrics.json says which prior it was."""
@@ -149,8 +150,11 @@ def fit_prior(splits: dict[str, Dataset], by: PriorGrouping, final_split: str) -
         "questions_of_unseen_types": unseen,
         "question_types_read_from_text": inferred,
     }
+    answers = prior.answer_split(splits[eval_split])[0]
     return Fitted(
         answer=lambda split, name: AnsweredSplit(prior.answer_split(split)[0]),
-        metrics={"baseline": baseline},
+        # Scored here, with or without a final evaluation: a sweep over baselines always has its number.
+        logged_validation=score_split(splits[eval_split], answers).get("vqa_accuracy"),
+        metrics=lambda: {"baseline": baseline},
         writes_run_folder=int(os.environ.get("RANK", "0")) == 0,  # under torchrun: one writer
     )

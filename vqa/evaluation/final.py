@@ -61,7 +61,7 @@ def evaluate_final(
         validation = logged_validation
     else:
         logger.info(
-            "validation: scoring the final weights on the %s split (%d questions)", eval_split, len(splits[eval_split])
+            "validation: answering and scoring the %s split (%d questions)", eval_split, len(splits[eval_split])
         )
         validation = score_split(splits[eval_split], answer(splits[eval_split], "eval").answers).get("vqa_accuracy")
     return FinalEvaluation(

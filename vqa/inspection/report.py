@@ -128,9 +128,8 @@ def write_run_report(
 
 def write_sweep_report(sweep_dir: Path, collected: SweepRows | None = None) -> Path:
     """Write `<sweep_dir>/report.html`: the sweep's table (as `python -m vqa.inspection.sweep_report`), each run
-    linked to its
-    own report, and one bar plot per metric across the runs. `collected`: the sweep's rows when the caller has
-    read them already (`vqa.inspection.sweep_report.collect_rows`)."""
+    linked to its own report, and one bar plot per metric across the runs. `collected`: the sweep's rows when the
+    caller has read them already (`vqa.inspection.sweep_report.collect_rows`)."""
     rows, override_columns, metric_columns = collected or collect_rows(sweep_dir)
     varying, common = split_overrides(rows, override_columns)
     columns = ["run", SEED, STATUS, *varying, *metric_columns]

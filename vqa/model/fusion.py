@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
+from vqa.instantiate import current_import_path
 from vqa.model.encoder_inputs import EncoderInputs
 
 TEXT, IMAGE = 0, 1  # rows of the modality embedding
@@ -90,6 +91,9 @@ class Fusion(nn.Module):
     """
 
     segment_names: ClassVar[tuple[str, ...]] = ()
+    # The fusion's own config keys (`+model.<key>=...`), read from the config it is built with; any other key that is
+    # neither a VQAConfig argument nor declared here is refused in one line (vqa.model.settings.check_setting_names).
+    own_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
@@ -188,7 +192,7 @@ def fusion_class(name: str) -> type[Fusion]:
     Raises:
         ValueError: one line naming the value and what was expected.
     """
-    path = BUILT_IN_FUSIONS.get(name, name)
+    path = current_import_path(BUILT_IN_FUSIONS.get(name, name))  # a checkpoint may name a path from before a move
     expected = f"expected one of {', '.join(BUILT_IN_FUSIONS)} or the import path of a vqa.model.fusion.Fusion subclass"
     module_name, _, class_name = path.rpartition(".")
     if not module_name:

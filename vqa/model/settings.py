@@ -8,7 +8,8 @@ adds where the setting came from (`model.` in the run, `VQAConfig.` in code).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from vqa.model.freezing import resolve_freeze
@@ -44,6 +45,21 @@ def model_settings(
         "lora": lora_settings(lora),
         "resampler": resampler_settings(resampler),
     }
+
+
+def check_setting_names(names: Iterable[str], accepted: Iterable[str], fusion: str = "tokens") -> None:
+    """Refuse a model setting nobody reads: each name must be in `accepted` (what the builder and `VQAConfig` take)
+    or among the chosen fusion's `own_settings`; a misspelt key would otherwise be stored and silently ignored.
+
+    Raises:
+        ValueError: one line naming the first unknown key and, where one is close, the setting meant.
+    """
+    known = {*accepted, *fusion_class(fusion).own_settings}
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"{name}: not a setting of the model builder, VQAConfig or fusion {fusion!r}{hint}")
 
 
 def lora_settings(value: Mapping[str, Any] | None) -> dict[str, Any] | None:

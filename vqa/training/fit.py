@@ -5,8 +5,8 @@ folder need from it (`vqa.evaluation.answering.Fitted`)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from datasets import Dataset
@@ -75,6 +75,9 @@ def fit_model(
     else:
         load_checkpoint_weights(trainer.model, final_weights(checkpoint, trainer.args.load_best_model_at_end))
     sharded = sharded_parameters(trainer.model)
+    # A collective under DDP: every rank takes part. Under FSDP each rank holds its own shard of a weight, and
+    # comparing them across ranks would say nothing.
+    in_sync = None if sharded else ranks_agree_on_parameters(trainer.model)
     started_at = global_step(checkpoint) if checkpoint is not None else 0
     return Fitted(
         answer=trainer.answer_split,
@@ -82,15 +85,15 @@ def fit_model(
         train_metrics=train_metrics,
         world_size=trainer.args.world_size,
         card={
-            # Under FSDP each rank holds its own shard of a weight: comparing them across ranks would say nothing.
-            "parameters_identical_across_ranks": None if sharded else ranks_agree_on_parameters(trainer.model),
+            "parameters_identical_across_ranks": in_sync,
             "sharded_parameters": sharded,
             "feature_cache": {
                 component: {"bytes": lookup.size_bytes, "folders": [str(store.folder) for store in lookup.stores]}
                 for component, lookup in (collator.features or {}).items()
             },
         },
-        metrics={
+        # Read when the run folder is written, so that images undecodable in the final evaluation count too.
+        metrics=lambda: {
             "data": {
                 "dropped": splits.dropped,
                 "questions_cut": questions_cut,
@@ -104,23 +107,30 @@ def fit_model(
     )
 
 
-def checkpoint_writer(trainer: Trainer, processor: VQAProcessor) -> Any:
-    """A function that writes the final model and processor into a folder (`checkpoint/`).
+def checkpoint_writer(trainer: Trainer, processor: VQAProcessor) -> Callable[[Path], None]:
+    """A function that writes the final model and processor into a folder (`checkpoint/`), to be called by every
+    rank after the final evaluation.
 
-    Under FSDP the whole weights are gathered from every rank's shard now, so every rank must call this; rank 0
-    alone then writes them (trainer.save_model would gather again, waiting for ranks that have moved on). Written
-    from the accelerate and transformers sources; not yet run on GPUs.
+    Under FSDP it first gathers the whole weights from every rank's shard (a collective: every rank must call it);
+    rank 0 alone then writes them (trainer.save_model would gather again, waiting for ranks that have moved on).
+    Written from the accelerate and transformers sources; not yet run on GPUs.
     """
-    full_weights = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
 
-    def write_checkpoint(folder: Path) -> None:
-        if full_weights is None:
-            trainer.save_model(str(folder))
-        else:
-            trainer.model.save_pretrained(folder, state_dict=full_weights)
-        processor.save_pretrained(folder)
+    def gather_then_write(folder: Path) -> None:
+        full_weights = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+        if not trainer.is_world_process_zero():
+            return
 
-    return lambda folder: replace_folder(folder, write_checkpoint)
+        def write_checkpoint(staged: Path) -> None:
+            if full_weights is None:
+                trainer.save_model(str(staged))
+            else:
+                trainer.model.save_pretrained(staged, state_dict=full_weights)
+            processor.save_pretrained(staged)
+
+        replace_folder(folder, write_checkpoint)
+
+    return gather_then_write
 
 
 def load_init_from(path: str | Path) -> tuple[VQAModel, VQAProcessor]:

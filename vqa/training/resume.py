@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer, TrainerState
 
 from vqa.errors import ConfigError
+from vqa.instantiate import current_import_path
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +46,6 @@ RESUMABLE_KEYS = (
     "logger",
 )
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
-# Modules that moved when `vqa` became packages by stage (old -> new): a run folder written before names its
-# targets (`model._target_: vqa.builders.tiny_model_and_processor`, ...) by the old paths.
-MOVED_MODULES = {
-    "vqa.builders": "vqa.model.builders",
-    "vqa.fusion": "vqa.model.fusion",
-    "vqa.resampler": "vqa.model.resampler",
-    "vqa.objectives": "vqa.training.objectives",
-    "vqa.policy_gradient": "vqa.training.policy_gradient",
-    "vqa.rewards": "vqa.training.rewards",
-}
-# Import paths renamed with the move (old -> new), matched whole before the module prefixes above.
-RENAMED_TARGETS = {"vqa.rewards.vqa_accuracy": "vqa.training.rewards.vqa_accuracy_reward"}
-MOVED_PATH = re.compile(rf"^({'|'.join(re.escape(old) for old in MOVED_MODULES)})\.")
 
 
 def override_key(override: str) -> str:
@@ -109,18 +96,15 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
 
 
 def with_current_import_paths(config: DictConfig) -> DictConfig:
-    """`config` with every import path of a moved module (MOVED_MODULES: `_target_`s, a fusion class) rewritten to
-    where the module is now, so that a run folder written before the move resumes."""
+    """`config` with every import path of a moved module (`vqa.instantiate.current_import_path`: `_target_`s, a
+    fusion class) rewritten to where it is now, so that a run folder written before the move resumes."""
 
     def current(value: Any) -> Any:
         if isinstance(value, dict):
             return {key: current(item) for key, item in value.items()}
         if isinstance(value, list):
             return [current(item) for item in value]
-        if isinstance(value, str):
-            value = RENAMED_TARGETS.get(value, value)
-            return MOVED_PATH.sub(lambda match: MOVED_MODULES[match.group(1)] + ".", value)
-        return value
+        return current_import_path(value) if isinstance(value, str) else value
 
     return OmegaConf.create(current(OmegaConf.to_container(config)))
 
