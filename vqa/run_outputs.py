@@ -125,7 +125,7 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
         f"VQA accuracy      {scored}",
     ]
     validation = metrics.get("validation")
-    if validation and validation["split"] != metrics["split"]:
+    if validation and validation["vqa_accuracy"] is not None and validation["split"] != metrics["split"]:
         lines.insert(
             3,
             f"validation        {validation['vqa_accuracy']} on {validation['num_questions']} {validation['split']} "
