@@ -20,7 +20,7 @@ from vqa.model.settings import check_setting_names, model_settings
 from vqa.training.arguments import check_training_argument_types, type_name, value_fits
 
 SPLIT_NAMES = ("train", "validation", "test")  # what every `data` target returns
-MODEL_SETTINGS = ("fusion", "inputs", "freeze", "lora", "resampler")  # checked by vqa.model.settings
+MODEL_SETTINGS = tuple(inspect.signature(model_settings).parameters)  # the settings vqa.model.settings checks
 # This codebase's own settings with a type that a wrong value would not reveal until late (trainer.args are checked
 # against TrainingArguments' own annotations).
 SETTING_TYPES: dict[str, Any] = {

@@ -123,7 +123,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         seed=cfg.seed,
         logged_validation=fitted.logged_validation,
     )
-    if fitted.write_checkpoint is not None:  # every rank: under FSDP the whole weights are gathered from all
+    if fitted.write_checkpoint is not None:  # every rank calls it: under FSDP it gathers the shards of all ranks
         fitted.write_checkpoint(run_dir / "checkpoint")
     if not fitted.writes_run_folder:  # under DDP or FSDP, rank 0 writes the run folder
         return evaluation.validation_accuracy

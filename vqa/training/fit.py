@@ -48,8 +48,7 @@ def fit_model(
     else:
         model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
-    used = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
-    questions_cut = {name: count_cut_questions(processor, splits[name], name) for name in used}
+    questions_cut = {name: count_cut_questions(processor, splits[name], name) for name in splits_in_use(cfg)}
     # The batch keys the objective needs beyond the model inputs (soft targets, question and answer texts).
     collator = VQACollator(processor, inputs=model.config.inputs, batch_extras=getattr(objective, "batch_extras", None))
     trainer = VQATrainer(
@@ -153,13 +152,17 @@ def cached_features(
     nothing is cached (no encoder that runs is frozen)."""
     if not cfg.feature_cache.enabled:
         return None
-    used = dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])])
     lookups = build_lookups(
-        model, processor, [splits[name] for name in used], cfg.feature_cache.dir, cfg.feature_cache.dtype
+        model, processor, [splits[name] for name in splits_in_use(cfg)], cfg.feature_cache.dir, cfg.feature_cache.dtype
     )
     for component, lookup in lookups.items():
         logger.info("feature cache: %s, %.1f MiB in %s", component, lookup.size_bytes / 2**20, cfg.feature_cache.dir)
     return lookups or None
+
+
+def splits_in_use(cfg: DictConfig) -> list[str]:
+    """The splits a run reads, each once: train, the eval split, and the final split when it is evaluated."""
+    return list(dict.fromkeys(["train", cfg.eval_split, *([cfg.final_split] if cfg.final_evaluation else [])]))
 
 
 def count_cut_questions(processor: VQAProcessor, split: Dataset, name: str = "") -> int:

@@ -37,14 +37,10 @@ def with_image_paths(dataset: Dataset) -> Dataset:
 
 
 class VQAMetrics:
-    """`compute_metrics`: decodes generated answers and scores them against the bound split (official rules).
-
-    `predictions` keeps the decoded answers of the last evaluation, in the split's order.
-    """
+    """`compute_metrics`: decodes generated answers and scores them against the bound split (official rules)."""
 
     def __init__(self, processor: VQAProcessor) -> None:
         self.processor = processor
-        self.predictions: list[str] = []
         self.dataset: Dataset | None = None
 
     def bind(self, dataset: Dataset) -> None:
@@ -57,8 +53,7 @@ class VQAMetrics:
         return self.processor.decode_answers(torch.from_numpy(np.where(generated < 0, pad, generated)))
 
     def __call__(self, evaluation: EvalPrediction) -> dict[str, float]:
-        self.predictions = self.decode(evaluation.predictions)
-        return {} if self.dataset is None else score_split(self.dataset, self.predictions)
+        return {} if self.dataset is None else score_split(self.dataset, self.decode(evaluation.predictions))
 
 
 def load_checkpoint_weights(model: PreTrainedModel, folder: Path) -> None:
