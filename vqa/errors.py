@@ -30,6 +30,13 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint folder that is missing, incomplete or damaged."""
 
 
+class DivergenceError(UserError):
+    """Training produced a non-finite number (loss, gradient norm, reward): the run stops instead of training on.
+
+    Raised with what was non-finite (a reward names its function); the trainer adds the step and the last good
+    checkpoint (`vqa.training.trainer.VQATrainer`)."""
+
+
 def exit_with(message: str) -> NoReturn:
     """Print `error: <message>` on stderr (one line) and exit with status 2."""
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)

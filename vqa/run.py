@@ -18,13 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments
 
 from vqa.config_checks import validate_config
-from vqa.errors import FAILURE_FILE, UserError, one_line
+from vqa.errors import FAILURE_FILE, DivergenceError, UserError, one_line
 from vqa.evaluation.baselines import fit_prior
 from vqa.evaluation.final import evaluate_final
 from vqa.inspection.report import report_at_the_end
 from vqa.instantiate import instantiate
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
+from vqa.run_folder import LOCK_FILE
 from vqa.run_outputs import data_caveat_lines, print_summary, write_json, write_run_folder
 from vqa.training.arguments import training_arguments
 from vqa.training.checkpoints import discard_incomplete, latest_complete_checkpoint
@@ -36,7 +37,7 @@ from vqa.training.resume import record_overrides, resumed_config
 
 logger = logging.getLogger("vqa")
 # What a run folder holds before training starts: Hydra's files and the resolved config.
-UNSTARTED_RUN_FILES = {".hydra", "train.log", "config.yaml"}
+UNSTARTED_RUN_FILES = {".hydra", "train.log", "config.yaml", LOCK_FILE}
 
 
 @dataclass
@@ -59,11 +60,17 @@ def run(cfg: DictConfig) -> float | None:
         UserError: a wrong setting, file or checkpoint (one line; `train.py` prints it and exits with status 2). A
             run folder that this call created and that holds nothing of a run yet is removed first, except in a
             multirun, where the folder keeps the failure (`run_in_sweep`).
+        DivergenceError: training produced a non-finite number (`vqa.training.divergence`); the folder is kept, with
+            the reason in `error.json`.
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     created_here = not cfg.get("resume") or not (run_dir / "config.yaml").is_file()
     try:
         accuracy = train_and_evaluate(cfg, run_dir)
+    except DivergenceError as error:  # the folder keeps the run so far: its log, checkpoints and why it stopped
+        if not in_multirun() and int(os.environ.get("RANK", "0")) == 0:  # run_in_sweep records a job's failure
+            write_json(run_dir / FAILURE_FILE, {"error": one_line(str(error)), "user_error": True})
+        raise
     except UserError:
         if created_here and not in_multirun():
             remove_unstarted_run_folder(run_dir)

@@ -18,12 +18,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vqa.data.sampling import ImageGroupedSampler
 from vqa.data.schema import column
+from vqa.errors import DivergenceError
 from vqa.evaluation.answering import AnsweredSplit
 from vqa.evaluation.scoring import score_split
 from vqa.model.encoder_inputs import ENCODER_INPUT_NAMES
 from vqa.model.gates import gate_values
 from vqa.model.processing import UNDECODABLE_IMAGES, VQAProcessor
 from vqa.training.checkpoints import mark_complete
+from vqa.training.divergence import diverged_at, non_finite, weights_problem
 from vqa.training.objectives import AnswerCrossEntropy, Objective
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,9 @@ class VQATrainer(Trainer):
         # Rows whose image file could not be decoded in the DataLoader (trained on without a loss, answered from a
         # blank image), counted on this process; reported in the run summary and metrics.json.
         self.undecodable_images = 0
+        # The first non-finite training loss since the last optimizer step ('nan', 'inf'), if any: the run stops at
+        # that step's gradient check (vqa.training.divergence), on every rank alike.
+        self.non_finite_loss: str | None = None
 
     def _count_undecodable(self, inputs: dict[str, Any]) -> None:
         # The collator adds the key only to batches that had such a row: no device sync on ordinary steps.
@@ -129,9 +134,42 @@ class VQATrainer(Trainer):
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """The Trainer's step (forward and backward), noting a non-finite loss; a reward's `DivergenceError` gets the
+        step and the last good checkpoint."""
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        except DivergenceError as error:
+            raise self.diverged(str(error)) from None
+        if self.non_finite_loss is None:
+            # One more host sync per micro-batch; the Trainer's own logging_nan_inf_filter already makes one.
+            self.non_finite_loss = non_finite(loss)
+        return loss
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: torch.Tensor | float | None = None) -> Any:
+        """The Trainer's gradient norm (of every optimizer step, before `optimizer.step()`), checked: a non-finite
+        loss or gradient norm stops the run here, so the weights never take a non-finite update. Under fp16 the
+        GradScaler skips overflowing steps by design, so there only the loss is checked."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self.non_finite_loss is not None:
+            raise self.diverged(f"the loss is {self.non_finite_loss}")
+        if self.accelerator.scaler is None and (value := non_finite(grad_norm)) is not None:
+            raise self.diverged(f"the gradient norm is {value}")
+        return grad_norm
+
+    def diverged(self, cause: str, step: int | None = None) -> DivergenceError:
+        """The one-line error for divergence at `step` (default: the optimizer step in progress)."""
+        step = self.state.global_step + 1 if step is None else step
+        return diverged_at(step, cause, Path(self.args.output_dir))
+
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's checkpoint, then its manifest (`vqa.training.checkpoints.mark_complete`), then the rotation
-        of old checkpoints: an older complete checkpoint is deleted only once the new one is known to be whole."""
+        of old checkpoints: an older complete checkpoint is deleted only once the new one is known to be whole.
+        Weights that are not finite are never saved: the run stops instead."""
+        if (problem := weights_problem(model)) is not None:
+            raise self.diverged(f"{problem} after it", step=self.state.global_step)
         save_total_limit = self.args.save_total_limit
         self.args.save_total_limit = None  # rotation below, after the manifest
         try:
@@ -159,8 +197,12 @@ class VQATrainer(Trainer):
         return AnsweredSplit(self.vqa_metrics.decode(prediction.predictions), prediction.metrics.get(f"{name}_loss"))
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's training; the final weights are checked (the last update could make them non-finite)."""
         self.train_start = time.perf_counter()
-        return super().train(*args, **kwargs)
+        output = super().train(*args, **kwargs)
+        if (problem := weights_problem(self.model)) is not None:
+            raise self.diverged(f"{problem} after it", step=self.state.global_step)
+        return output
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Every log entry (training loss, evaluation) also gets `elapsed_seconds` since `train()` began, so that
