@@ -22,7 +22,8 @@ from vqa.instantiate import instantiate
 from vqa.model.builders import tiny_model_and_processor
 from vqa.model.processing import UNDECODABLE_IMAGES, VQACollator
 from vqa.training.arguments import training_arguments
-from vqa.training.fit import count_cut_questions, load_init_from
+from vqa.training.fit import count_cut_questions
+from vqa.training.init_from import load_init_from
 from vqa.training.trainer import with_image_paths
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,8 @@ from vqa.run_outputs import data_caveat_lines, print_summary, write_json, write_
 from vqa.training.arguments import training_arguments
 from vqa.training.checkpoints import discard_incomplete, latest_complete_checkpoint
 from vqa.training.distributed import leave_process_group
-from vqa.training.fit import fit_model, load_init_from
+from vqa.training.fit import fit_model
+from vqa.training.init_from import start_from_trained
 from vqa.training.loggers import configure_wandb, log_sample_predictions
 from vqa.training.objectives import AnswerCrossEntropy, Objective
 from vqa.training.resume import record_overrides, resumed_config
@@ -154,7 +155,9 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     # Built now so that a wrong trainer.args value stops the run before any data or model is built.
     args = training_arguments(cfg, str(run_dir)) if network else None
     objective = instantiate(cfg.objective) if cfg.get("objective") and network else AnswerCrossEntropy()
-    trained = load_init_from(cfg.init_from) if cfg.get("init_from") and network else None
+    trained = None
+    if cfg.get("init_from") and network:  # a resumed run's model settings are those its config.yaml recorded
+        trained, cfg = start_from_trained(cfg, [] if cfg.get("resume") else list(HydraConfig.get().overrides.task))
     checkpoint = latest_complete_checkpoint(run_dir) if cfg.get("resume") else None
     transformers.set_seed(cfg.seed)
     configure_wandb(cfg, run_dir)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 
 from vqa.errors import CheckpointError, one_line
+from vqa.model.configuration import VQAConfig
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import ANSWER_TOKENIZER_DIR, PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, VQAProcessor
 
@@ -37,3 +40,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None) 
     except (OSError, ValueError, KeyError, SafetensorError) as error:  # truncated or damaged files
         raise CheckpointError(f"checkpoint {path}: cannot be loaded ({one_line(str(error))[:300]})") from None
     return model.to(device).eval(), processor
+
+
+# VQAConfig's own settings (its components' configs are summarised by `model_card`).
+COMPONENT_CONFIGS = {"text_encoder": "text_config", "image_encoder": "vision_config", "decoder": "decoder_config"}
+VQA_SETTINGS = tuple(
+    name
+    for name in inspect.signature(VQAConfig.__init__).parameters
+    if name not in ("self", "kwargs", *COMPONENT_CONFIGS.values())
+)
+
+
+def model_card(config: VQAConfig) -> dict[str, Any]:
+    """A model's settings as its config holds them (what trained, whatever the run's config said): VQAConfig's own
+    settings, and each component's family, width and depth. For run_card.json and an init_from run's config.yaml."""
+    card: dict[str, Any] = {name: getattr(config, name) for name in VQA_SETTINGS}
+    for component, attribute in COMPONENT_CONFIGS.items():
+        sub_config = getattr(config, attribute)
+        card[component] = {
+            "family": sub_config.model_type,
+            "hidden_size": getattr(sub_config, "hidden_size", None),
+            "layers": getattr(sub_config, "num_hidden_layers", None),
+        }
+    return card

@@ -16,7 +16,7 @@ from transformers import Trainer, TrainerState, TrainingArguments
 from vqa.data.schema import column
 from vqa.evaluation.answering import Fitted
 from vqa.instantiate import instantiate
-from vqa.model.loading import load_checkpoint
+from vqa.model.loading import model_card
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQACollator, VQAProcessor
 from vqa.training.checkpoints import replace_folder
@@ -40,11 +40,8 @@ def fit_model(
 ) -> Fitted:
     """Build the model (or take `trained`, from `init_from`) and its Trainer, then train from scratch or from the
     resumed `checkpoint`; a resumed run whose training is over takes its final weights instead."""
-    if trained is not None:
+    if trained is not None:  # init_from (vqa.training.init_from)
         model, processor = trained
-        logger.info(
-            "model and processor from %s (init_from; its own config, the model group is not used)", cfg.init_from
-        )
     else:
         model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
@@ -84,6 +81,7 @@ def fit_model(
         train_metrics=train_metrics,
         world_size=trainer.args.world_size,
         card={
+            "model": model_card(model.config),  # what trained, whatever the config said
             "parameters_identical_across_ranks": in_sync,
             "sharded_parameters": sharded,
             "feature_cache": {
@@ -130,19 +128,6 @@ def checkpoint_writer(trainer: Trainer, processor: VQAProcessor) -> Callable[[Pa
         replace_folder(folder, write_checkpoint)
 
     return gather_then_write
-
-
-def load_init_from(path: str | Path) -> tuple[VQAModel, VQAProcessor]:
-    """`init_from`: the model and processor of a finished run (its folder or its `checkpoint` folder), to train on.
-
-    Raises:
-        CheckpointError: not a run's checkpoint (one line, from `load_checkpoint`).
-    """
-    folder = Path(path)
-    if (folder / "checkpoint").is_dir():
-        folder = folder / "checkpoint"
-    model, processor = load_checkpoint(folder, device="cpu")  # the Trainer moves it to its device
-    return model.train(), processor
 
 
 def cached_features(
