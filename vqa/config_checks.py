@@ -18,6 +18,7 @@ from vqa.evaluation.baselines import PRIOR_GROUPINGS
 from vqa.model.configuration import VQAConfig
 from vqa.model.settings import check_setting_names, model_settings
 from vqa.training.arguments import check_training_argument_types, type_name, value_fits
+from vqa.training.init_from import FROM_CHECKPOINT
 
 SPLIT_NAMES = ("train", "validation", "test")  # what every `data` target returns
 MODEL_SETTINGS = tuple(inspect.signature(model_settings).parameters)  # the settings vqa.model.settings checks
@@ -42,13 +43,17 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}), expected {type_name(kind)}")
     if cfg.trainer.num_beams < 1:
         raise ConfigError(f"trainer.num_beams: got {cfg.trainer.num_beams}, expected 1 (greedy) or more")
-    try:
-        model_settings(**{key: plain(cfg.model.get(key)) for key in MODEL_SETTINGS if cfg.model.get(key) is not None})
-        check_setting_names(
-            [key for key in cfg.model if key != "_target_"], accepted_model_keys(cfg.model), cfg.model.get("fusion")
-        )
-    except ValueError as error:
-        raise ConfigError(f"model.{error}") from None
+    # A resumed init_from run's model node records the checkpoint's settings (vqa.training.init_from): nothing to build.
+    if FROM_CHECKPOINT not in cfg.model:
+        try:
+            model_settings(
+                **{key: plain(cfg.model.get(key)) for key in MODEL_SETTINGS if cfg.model.get(key) is not None}
+            )
+            check_setting_names(
+                [key for key in cfg.model if key != "_target_"], accepted_model_keys(cfg.model), cfg.model.get("fusion")
+            )
+        except ValueError as error:
+            raise ConfigError(f"model.{error}") from None
     # keys(): `in` on a DictConfig is False for a missing (???) value.
     if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):  # noqa: SIM118
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
