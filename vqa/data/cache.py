@@ -4,10 +4,15 @@ A build writes into a staging folder beside the final one and renames it when co
 build (exception, Ctrl-C, SIGKILL) never leaves a folder that a later run would load as finished. A staging
 folder is named after its host and process; one whose process has died (a SIGKILL leaves it behind) is removed
 by the next build in the same cache folder.
+
+A disk that fills while a folder is written (ENOSPC, or a quota: EDQUOT) ends the build with one line naming the
+folder, the space the write needed and the space free (`DiskFullError`); the staging folder is removed first, so
+nothing half-written is left.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -23,12 +28,19 @@ from datasets import Dataset, config, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 
 from vqa.data.schema import quiet_datasets
+from vqa.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "build_report.json"
 STAGING_MARK = ".partial-"
 DATA_FILE = "data-00000-of-00001.arrow"  # save_to_disk's name for a one-shard dataset
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+CACHE_ADVICE = "free space there, or set the cache folder to one on a larger disk (VQA_CACHE=... or data.cache_dir=...)"
+
+
+class DiskFullError(UserError):
+    """No space left (or the quota reached) while a folder was written; the half-written folder is gone."""
 
 
 def fingerprint(key: dict[str, Any]) -> str:
@@ -65,7 +77,7 @@ def cached_build(
             save_dataset(dataset, staging)
             (staging / REPORT_FILE).write_text(json.dumps({"key": key, **report}, indent=2))
 
-        publish_folder(final, write)
+        publish_folder(final, write, needed_bytes=dataset_bytes(dataset), advice=CACHE_ADVICE)
         logger.info("built %s", final)
     else:
         logger.info("loaded %s from cache", final)
@@ -83,7 +95,7 @@ def save_dataset(dataset: Dataset, folder: Path) -> None:
     `embed_local_files=False`, and the two JSON files `load_from_disk` reads are written as `save_to_disk` does,
     so `datasets.load_from_disk(folder)` returns the dataset with its features (the image as `datasets.Image()`).
     """
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # a staging folder: new, or made by the caller
     # The writer's default batch size for image features (100 rows) is meant for embedded bytes; paths are small.
     with (
         quiet_datasets(),
@@ -110,10 +122,28 @@ def save_dataset(dataset: Dataset, folder: Path) -> None:
     (folder / config.DATASET_STATE_JSON_FILENAME).write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
-def publish_folder(final: Path, write: Callable[[Path], None]) -> None:
+def dataset_bytes(dataset: Dataset) -> int:
+    """About how many bytes `save_dataset` writes for `dataset`: its rows' share of the Arrow table it reads from."""
+    table = dataset.data
+    return table.nbytes * len(dataset) // max(1, table.num_rows)
+
+
+def publish_folder(
+    final: Path,
+    write: Callable[[Path], None],
+    needed_bytes: int | None = None,
+    advice: str = "free space there, or write to a folder on a larger disk",
+) -> None:
     """Run `write(staging)` on a staging folder beside `final`, then rename it to `final` in one step.
 
     Stale staging folders of dead processes in the same parent folder are removed first.
+
+    Args:
+        needed_bytes: about what `write` writes, for the message when the disk fills.
+        advice: what that message tells the user to do.
+
+    Raises:
+        DiskFullError: the disk filled (ENOSPC) or the quota was reached (EDQUOT) during `write`.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(final.parent)
@@ -121,11 +151,35 @@ def publish_folder(final: Path, write: Callable[[Path], None]) -> None:
     try:
         write(staging)
         os.rename(staging, final)
-    except OSError:
-        if not final.is_dir():  # a concurrent build (another rank) publishing first is fine; anything else is not
-            raise
+    except OSError as error:
+        if final.is_dir():  # a concurrent build (another rank) publishing first is fine; anything else is not
+            return
+        if error.errno in DISK_FULL:
+            shutil.rmtree(staging, ignore_errors=True)  # before measuring: the space it took is free again
+            raise disk_full(final, needed_bytes, advice) from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def disk_full(final: Path, needed_bytes: int | None, advice: str) -> DiskFullError:
+    """The one-line error for a disk that filled while `final` was written: the folder, the space needed, the space
+    free there now."""
+    free = shutil.disk_usage(final.parent).free
+    needed = f"about {_size(needed_bytes)} needed, " if needed_bytes else ""
+    return DiskFullError(
+        f"{final.parent}: no space left on its disk while writing {final.name} ({needed}{_size(free)} free); "
+        f"{advice}. Nothing half-written was kept"
+    )
+
+
+def _size(count: float) -> str:
+    """Bytes in words: '512 bytes', '3.4 MiB', '12.0 GiB'."""
+    units = ["bytes", "KiB", "MiB", "GiB", "TiB"]
+    while count >= 1024 and len(units) > 1:
+        count /= 1024
+        units.pop(0)
+    return f"{count:.0f} bytes" if units[0] == "bytes" else f"{count:.1f} {units[0]}"
 
 
 def staging_folder(final: Path) -> Path:

@@ -8,6 +8,10 @@ Two depths:
   split, an option change or a rebuild decodes only files not verified before.
 
 `ImageFile.LOAD_TRUNCATED_IMAGES` is left as PIL ships it (False): with it, a truncated file decodes "fine".
+
+Every reader of an image file (the build's check, the collator, predict, the demo, the report) turns it into RGB
+with `to_rgb`, which keeps the pixels of 16-bit, float and transparent images; predict and the demo read files
+with `load_rgb`, under the same pixel limit as the build.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from vqa.data.cache import fingerprint
-from vqa.data.schema import DataError
+from vqa.errors import UserError
+
+# vqa.data.cache and vqa.data.schema (for `fingerprint` and `DataError`) are imported where used: they import
+# `datasets`, and `to_rgb` is imported by the model's processor, predict and the demo, which otherwise never load it.
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +52,9 @@ PROBLEMS: dict[str, str] = {  # status -> how the counts name it
     OVERSIZED: "too large",
 }
 RECORD_FOLDER = "image_checks"
+BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on: white, as a page shows them
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
 MIN_FILES_PER_WORKER = 64  # below this a worker process costs more than it saves
 MAX_CHUNK = 64
 
@@ -90,6 +100,8 @@ class ImageCheck:
 
 def validate_policy(policy: str) -> None:
     """Raises DataError unless `policy` is one of POLICIES (checked before any file is read)."""
+    from vqa.data.schema import DataError
+
     if policy not in POLICIES:
         raise DataError(f"missing_images: got {policy!r}, expected one of {', '.join(POLICIES)}")
 
@@ -147,6 +159,8 @@ def check_images(
         len(signatures) - len(todo),
     )
     if policy == "error" and check.bad:
+        from vqa.data.schema import DataError
+
         first = min(check.bad)
         raise DataError(
             f"{paths[first]}: {results[first][1]} ({len(check.bad)} of {check.checked} images bad: "
@@ -194,35 +208,173 @@ def inspect_images(paths: list[Path], decode: bool, workers: int | None = None) 
 
 
 def inspect_image(path: str, decode: bool) -> tuple[str, str, int]:
-    """(status, reason, pixels) of one file: its header, and with `decode` every pixel.
-
-    Runs in worker processes. Every exception PIL raises on malformed input means a bad file (it raises many
-    types, not only OSError); pixels is 0 unless the header was read.
-    """
+    """(status, reason, pixels) of one file: its header, and with `decode` every pixel and the RGB conversion that
+    training does. Runs in worker processes; pixels is 0 unless the header was read."""
     try:
-        with warnings.catch_warnings():
-            # Between PIL's limit and twice it, open() only warns; the file is as much a bomb either way.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except FileNotFoundError:
-        return MISSING, "image file not found", 0
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        return OVERSIZED, _too_large(error), 0
-    except UnidentifiedImageError:
-        return UNREADABLE, "not a readable image", 0
-    except Exception as error:
-        return UNREADABLE, f"not a readable image ({_one_line(error)})", 0
+        image = open_checked(path)
+    except ImageFileError as error:
+        return error.status, error.reason, 0
     with image:
         pixels = image.width * image.height
         if not decode:
             return OK, "", pixels
         try:
-            image.load()
-            if image.mode != "RGB":
-                image.convert("RGB")  # what training does to greyscale, palette and CMYK files
-        except Exception as error:
-            return UNDECODABLE, f"truncated or corrupt image data ({_one_line(error)})", pixels
+            decode_rgb(image)
+        except ImageFileError as error:
+            return error.status, error.reason, pixels
     return OK, "", pixels
+
+
+class ImageFileError(UserError):
+    """An image file that cannot be used: `status` (MISSING, UNREADABLE, UNDECODABLE, OVERSIZED) and `reason` (the
+    words the build's counts and messages use); the message is `<path>: <reason>`."""
+
+    def __init__(self, path: str | Path, status: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.status, self.reason = str(path), status, reason
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """The image file at `path`, decoded fully and closed, as 8-bit RGB (`to_rgb`), under the pixel limit the
+    build applies (`open_checked`). What predict and the demo read a user's file with.
+
+    Raises:
+        ImageFileError: missing, not an image, over the pixel limit, or truncated or corrupt.
+    """
+    with open_checked(path) as image:
+        return decode_rgb(image)
+
+
+def open_checked(path: str | Path) -> Image.Image:
+    """`PIL.Image.open` (the header only) with the decompression-bomb limit applied at PIL.Image.MAX_IMAGE_PIXELS.
+
+    PIL itself only warns between its limit and twice it; the file is as much a bomb either way, so that is refused
+    too (the same limit for the build, predict and the demo).
+
+    Raises:
+        ImageFileError: MISSING, OVERSIZED or UNREADABLE, with the reason.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Exception as error:
+        raise ImageFileError(path, *open_problem(error)) from None
+
+
+def open_problem(error: Exception) -> tuple[str, str]:
+    """(status, reason) for what `PIL.Image.open` raised. Every exception PIL raises on malformed input means a bad
+    file (it raises many types, not only OSError; DecompressionBombError is not an OSError)."""
+    if isinstance(error, FileNotFoundError):
+        return MISSING, "image file not found"
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return OVERSIZED, _too_large(error)
+    if isinstance(error, UnidentifiedImageError):
+        return UNREADABLE, "not a readable image"
+    return UNREADABLE, f"not a readable image ({_one_line(error)})"
+
+
+def decode_rgb(image: Image.Image) -> Image.Image:
+    """Every pixel of an opened file read, then `to_rgb`.
+
+    Raises:
+        ImageFileError: UNDECODABLE (truncated or corrupt pixel data, or a mode with no RGB conversion).
+    """
+    try:
+        image.load()
+    except Exception as error:  # PIL raises many types on corrupt data
+        raise ImageFileError(
+            _name(image), UNDECODABLE, f"truncated or corrupt image data ({_one_line(error)})"
+        ) from None
+    try:
+        return to_rgb(image)
+    except ValueError as error:  # PIL's "conversion from <mode> to RGB not supported"
+        raise ImageFileError(_name(image), UNDECODABLE, f"no RGB conversion ({_one_line(error)})") from None
+
+
+def _name(image: Image.Image) -> str:
+    return str(getattr(image, "filename", "") or "image")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """A faithful 8-bit RGB version of an image of any mode PIL opens; an RGB image without transparency is returned
+    as it is. `Image.convert("RGB")` clips deeper modes at 255 (a mid-grey 16-bit PNG becomes white); here:
+
+    - 16-bit greyscale (I;16, I;16L, I;16B, I;16N): scaled by the bit depth, round(v * 255 / 65535), so 65535 -> 255;
+      never by the image's own min/max, which would change the pixels of every image differently.
+    - 32-bit integer greyscale (I): PIL uses this mode for several depths. A TIFF says its depth (BitsPerSample 32:
+      scaled by 2**32 - 1, or by 2**31 - 1 for signed samples, negatives black); any other I image is read as 16-bit
+      data (what PIL gives for 16-bit PGM/PPM files, whose values it scales to 0..65535, and for `convert("I")` of a
+      16-bit image), values outside 0..65535 clipped.
+    - float (F): values all in [0, 1] (the float-image convention of most tools) are scaled by 255; otherwise they
+      are read on PIL's 0..255 scale (what `convert("F")` of an 8-bit image gives) and clipped to it. NaN is black.
+    - transparency (RGBA, RGBa, LA, PA, and P, L or RGB with a `transparency` entry, i.e. a palette index or colour
+      key): composited on BACKGROUND (white), round(c * a / 255 + 255 * (1 - a / 255)). The transparency key of a
+      16-bit greyscale PNG is not applied.
+    - 1, L, P, CMYK, YCbCr, LAB, HSV: PIL's own conversion (exact for 1, L, P; PIL's formulas for the colour spaces).
+
+    Args:
+        image: any PIL image (loaded or not).
+
+    Returns:
+        An RGB image of the same size, (H, W, 3) uint8 as an array.
+    """
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES or mode == "I":
+        return _grey(_scaled_integers(image))
+    if mode == "F":
+        return _grey(_scaled_floats(np.asarray(image)))
+    if mode in ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in image.info):
+        return _composited(image.convert("RGBA"))
+    return image if mode == "RGB" else image.convert("RGB")
+
+
+def _scaled_integers(image: Image.Image) -> np.ndarray:
+    """(H, W) uint8 from integer greyscale by its bit depth (see `to_rgb`)."""
+    values = np.asarray(image)
+    bits, signed = _integer_depth(image)
+    if bits == 32 and not signed:
+        values = values.view(np.uint32)  # PIL holds unsigned 32-bit samples in its signed I mode
+    maximum = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    clipped = np.clip(values.astype(np.int64), 0, maximum)
+    # round(v * 255 / maximum) in integers: maximum is odd, so v * 255 / maximum never ends in exactly .5.
+    return ((clipped * 255 + maximum // 2) // maximum).astype(np.uint8)
+
+
+def _integer_depth(image: Image.Image) -> tuple[int, bool]:
+    """(bits, signed) of an integer greyscale image: a 16-bit mode's own, a TIFF's BitsPerSample and SampleFormat
+    for mode I, else 16 bits unsigned (see `to_rgb`)."""
+    if image.mode != "I":
+        return 16, False  # PIL's I;16 modes are unsigned
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return 16, False
+    bits, sample_format = tags.get(258), tags.get(339)  # BitsPerSample, SampleFormat (2: signed integer)
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+    return (32, sample_format == 2) if bits == 32 else (16, False)
+
+
+def _scaled_floats(values: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 from float greyscale (see `to_rgb`)."""
+    finite = values[np.isfinite(values)]
+    unit_range = finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1)
+    scaled = np.nan_to_num(values.astype(np.float64), nan=0.0) * (255 if unit_range else 1)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _grey(values: np.ndarray) -> Image.Image:
+    """(H, W) uint8 -> an RGB image with that value in every channel."""
+    return Image.fromarray(np.repeat(values[..., None], 3, axis=2), "RGB")
+
+
+def _composited(rgba: Image.Image) -> Image.Image:
+    """An RGBA image over BACKGROUND -> RGB."""
+    pixels = np.asarray(rgba).astype(np.int64)  # (H, W, 4)
+    colour, alpha = pixels[..., :3], pixels[..., 3:]
+    mixed = colour * alpha + np.array(BACKGROUND) * (255 - alpha)
+    # round(mixed / 255) in integers: 255 is odd, so no value ends in exactly .5.
+    return Image.fromarray(((mixed + 127) // 255).astype(np.uint8), "RGB")
 
 
 def _too_large(error: Exception) -> str:
@@ -286,7 +438,13 @@ class VerifiedImages:
         self.added[path] = [size, mtime_ns, pixels]
 
     def save(self, record_dir: Path) -> None:
-        """Merge the additions into each folder's record (re-read now: another process may have written it)."""
+        """Merge the additions into each folder's record (re-read now: another process may have written it).
+
+        Raises:
+            vqa.data.cache.DiskFullError: the cache folder's disk is full.
+        """
+        from vqa.data.cache import CACHE_ADVICE, DISK_FULL, disk_full
+
         by_folder: dict[Path, dict[str, list[int]]] = {}
         for path, entry in self.added.items():
             by_folder.setdefault(Path(path).parent, {})[path] = entry
@@ -295,13 +453,21 @@ class VerifiedImages:
             files = {**_read_record(record_path), **additions}
             record_path.parent.mkdir(parents=True, exist_ok=True)
             temporary = record_path.with_name(f".{record_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            temporary.write_text(json.dumps({"folder": str(folder), "files": files}))
-            os.replace(temporary, record_path)
+            try:
+                temporary.write_text(json.dumps({"folder": str(folder), "files": files}))
+                os.replace(temporary, record_path)
+            except OSError as error:
+                temporary.unlink(missing_ok=True)
+                if error.errno in DISK_FULL:  # the cache folder's disk: the dataset could not be written either
+                    raise disk_full(record_path, None, CACHE_ADVICE) from None
+                raise
         self.files.update(self.added)
         self.added = {}
 
 
 def _record_path(record_dir: Path, folder: Path) -> Path:
+    from vqa.data.cache import fingerprint
+
     return Path(record_dir) / RECORD_FOLDER / f"{folder.name}-{fingerprint({'folder': str(folder)})}.json"
 
 

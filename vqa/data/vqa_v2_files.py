@@ -18,6 +18,10 @@ def read_json(path: Path, object_hook: Any = None) -> Any:
             return json.load(file, object_hook=object_hook)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, expected a JSON file") from None
+    except OSError as error:  # unreadable: permissions, a device error
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
     except UnicodeDecodeError as error:

@@ -10,6 +10,7 @@ annotated question ids. Exit status 2, with one line on stderr, for a malformed 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ def load_results(path: Path) -> dict[int, str]:
             raise DataError(f"{path}: [{index}] repeats question_id {question_id}, expected one result per question")
         results[question_id] = answer
     return results
+
+
+def check_file_argument(option: str, path: Path) -> None:
+    """A path argument that is a folder, or a file that cannot be read, is one line naming the option (a missing
+    file is named by the reader).
+
+    Raises:
+        DataError: `path` is a folder or not readable.
+    """
+    if path.is_dir():
+        raise DataError(f"{option}: {path} is a folder; expected a JSON file")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise DataError(f"{option}: {path} cannot be read (permission denied); expected a readable JSON file")
 
 
 def evaluate_files(questions_path: Path, annotations_path: Path, results_path: Path) -> dict[str, Any]:
@@ -76,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True, type=Path, help='[{"question_id": ..., "answer": ...}]')
     args = parser.parse_args(argv)
     with exit_on_user_error():
+        for option in ("questions", "annotations", "results"):
+            check_file_argument(f"--{option}", getattr(args, option))
         accuracy = evaluate_files(args.questions, args.annotations, args.results)
     print(json.dumps(accuracy, indent=2))
     return 0

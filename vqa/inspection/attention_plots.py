@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqa.data.images import to_rgb
 from vqa.inspection.attention import AnswerAttention, Head, Layer
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def draw_overlay(
 ) -> None:
     """The image with a (rows, cols) patch heat map upsampled over it (or the bare map when there is no image)."""
     if maps.image is not None:
-        image = np.asarray(maps.image.convert("RGB"))
+        image = np.asarray(to_rgb(maps.image))
         ax.imshow(image)
         ax.imshow(upsample(patch_map, image.shape[:2]), cmap=HEAT_MAP, alpha=alpha)
     else:
@@ -72,7 +73,7 @@ def plot_answer_attention(maps: AnswerAttention, layer: Layer = "mean", head: He
     grid = figure.add_gridspec(2, steps + 1, height_ratios=[1.2, 1])
     image_axis = figure.add_subplot(grid[0, 0])
     if maps.image is not None:
-        image_axis.imshow(maps.image.convert("RGB"))
+        image_axis.imshow(to_rgb(maps.image))
     image_axis.set_title("image", fontsize=9)
     image_axis.set_axis_off()
     patches, image_share = maps.patch_attention(layer, head), maps.image_share(layer, head)

@@ -11,7 +11,10 @@ on the question's words. Offline: Gradio's analytics are off, its fonts and scri
 
 from __future__ import annotations
 
+import errno
+import html
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqa.errors import ArgumentParser, exit_on_user_error
+from vqa.data.images import ImageFileError, load_rgb, open_problem, to_rgb
+from vqa.errors import ArgumentParser, UserError, exit_on_user_error, one_line
 from vqa.inspection.attention import AnswerAttention, Head, Layer, explain, map_refusal
 from vqa.inspection.attention_plots import HEAT_MAP, upsample
 from vqa.inspection.predict import top_answers
@@ -41,7 +45,7 @@ def overlay(image: Image.Image, patch_map: torch.Tensor, alpha: float = 0.55, mi
     a small image (easy-VQA's are 64 x 64) is enlarged to `min_side` first, so that the patches can be told apart."""
     import matplotlib
 
-    rgb = image.convert("RGB")
+    rgb = to_rgb(image)
     if min(rgb.size) < min_side:
         scale = min_side / min(rgb.size)
         rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.NEAREST)
@@ -86,27 +90,76 @@ def easy_vqa_examples(count: int = EXAMPLES) -> list[list[str]]:
     return examples
 
 
+def answer(model: VQAModel, processor: VQAProcessor, image_path: str | None, question: str, top_k: int = 5) -> tuple:
+    """The app's answer to a question about the image file at `image_path` (an upload or an example): the top-k
+    answers with their probabilities, the attention maps (in the page's state), the answer-token choices, the overlay
+    and question words of the first token, and a note. A missing, unreadable or over-large file, or a missing
+    question, is a message in the page (`gr.Error`)."""
+    import gradio as gr
+
+    # A user's mistake: the page says it; no traceback in the server's log (print_exception).
+    if image_path is None or not (question or "").strip():
+        raise gr.Error("Pick an example or upload an image, and type a question.", print_exception=False)
+    try:
+        image = load_rgb(image_path)
+    except ImageFileError as error:
+        raise gr.Error(unusable_image(image_path, error.reason), print_exception=False) from None
+    ranked = top_answers(model, processor, image, question, k=top_k)
+    scores = {text or "(empty answer)": probability for text, probability in ranked}
+    refusal = map_refusal(model)  # pooled fusion, blind baselines: answers without maps
+    if refusal is not None:
+        return scores, None, gr.update(choices=[], value=None), None, None, f"No attention maps: {refusal}."
+    maps = explain(model, processor, image, question)
+    tokens = [f"{index}: {token!r}" for index, token in enumerate(maps.answer_tokens)]
+    picture, words = attention_views(maps, 0, MEAN, MEAN)
+    share = 100 * float(maps.image_share().mean())
+    note = f"Greedy answer: **{maps.answer or '(empty)'}**; {share:.0f}% of its attention on the image."
+    return scores, maps, gr.update(choices=tokens, value=tokens[0]), picture, words, note
+
+
+def unusable_image(path: str, reason: str) -> str:
+    """The page's message for an image file the app cannot read (HTML-escaped: Gradio shows it as HTML)."""
+    return html.escape(
+        f"{Path(path).name}: {reason}. Upload an image file (PNG, JPEG, WebP, ...) or pick an example.", quote=False
+    )
+
+
+def image_input(**options: Any) -> Any:
+    """The image upload: a `gr.Image` that hands the app the file's path (the app decodes it with
+    `vqa.data.images.load_rgb`, as predict does: 16-bit and transparent images keep their pixels, and the build's
+    pixel limit applies).
+
+    Gradio opens an upload's header itself before the app sees it, and a file it cannot open (not an image, a
+    decompression bomb) would show as a bare "Error": its preprocessing is wrapped so that the page says why. (On
+    the instance: a subclass of a Gradio component makes Gradio write a .pyi stub beside the module defining it.)
+    """
+    import gradio as gr
+
+    component = gr.Image(type="filepath", image_mode=None, **options)
+    preprocess = component.preprocess
+
+    def readable_preprocess(payload: Any) -> Any:
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as error:
+            name = getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "the upload"
+            raise gr.Error(unusable_image(name, open_problem(error)[1]), print_exception=False) from None
+
+    component.preprocess = readable_preprocess
+    return component
+
+
 def build_app(model: VQAModel, processor: VQAProcessor, top_k: int = 5) -> Any:
     """The Gradio Blocks app for one model."""
     import gradio as gr
 
-    refusal = map_refusal(model)  # pooled fusion, blind baselines: answers without maps
     layers = [MEAN, ROLLOUT, *map(str, range(model.config.decoder_config.n_layer))]
     heads = [MEAN, *map(str, range(model.config.decoder_config.n_head))]
 
-    def ask(image: Image.Image | None, question: str) -> tuple:
-        if image is None or not (question or "").strip():
-            raise gr.Error("Pick an example or upload an image, and type a question.")
-        ranked = top_answers(model, processor, image, question, k=top_k)
-        scores = {answer or "(empty answer)": probability for answer, probability in ranked}
-        if refusal is not None:
-            return scores, None, gr.update(choices=[], value=None), None, None, f"No attention maps: {refusal}."
-        maps = explain(model, processor, image, question)
-        tokens = [f"{index}: {token!r}" for index, token in enumerate(maps.answer_tokens)]
-        picture, words = attention_views(maps, 0, MEAN, MEAN)
-        share = 100 * float(maps.image_share().mean())
-        note = f"Greedy answer: **{maps.answer or '(empty)'}**; {share:.0f}% of its attention on the image."
-        return scores, maps, gr.update(choices=tokens, value=tokens[0]), picture, words, note
+    def ask(image_path: str | None, question: str) -> tuple:
+        return answer(model, processor, image_path, question, top_k)
 
     def redraw(maps: AnswerAttention | None, token: str | None, layer: str, head: str) -> tuple:
         if maps is None or token is None:
@@ -118,7 +171,7 @@ def build_app(model: VQAModel, processor: VQAProcessor, top_k: int = 5) -> Any:
         maps_state = gr.State(None)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", image_mode="RGB", label="image", height=280, elem_id="image")
+                image = image_input(label="image", height=280, elem_id="image")
                 question = gr.Textbox(label="question", placeholder="what shape is in the image?", elem_id="question")
                 submit = gr.Button("Answer", variant="primary", elem_id="submit")
                 gr.Examples(easy_vqa_examples(), inputs=[image, question], label="easy-VQA examples")
@@ -141,20 +194,72 @@ def build_app(model: VQAModel, processor: VQAProcessor, top_k: int = 5) -> Any:
     return app
 
 
+def port_number(text: str) -> int:
+    """argparse type of --port: an integer from 1 to 65535."""
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(text)
+    return port
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind `host:port` once and let it go, so that a port in use is said before the model is loaded.
+
+    Raises:
+        UserError: the port is in use or not allowed, or the host is not an address of this machine.
+    """
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] -> ::1
+    try:
+        family, kind, protocol, _, bound = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, protocol) as probe:
+            # As uvicorn binds: a port left in TIME_WAIT by a demo that just stopped is free to it.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(bound)
+    except OSError as error:
+        raise UserError(port_problem(host, port, error)) from None
+
+
+def port_problem(host: str, port: int, error: OSError) -> str:
+    """One line for a port the demo cannot listen on: which, why, and how to choose another."""
+    choose = f"choose another port with --port (e.g. --port {port + 1 if port < 65535 else 8080})"
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        found = one_line(str(error))
+        return f"--host {host}: not an address of this machine ({found}); expected 127.0.0.1, 0.0.0.0 or one of its own"
+    if error.errno == errno.EADDRINUSE:
+        return f"--port {port}: {host}:{port} is already in use by another program; {choose}"
+    if error.errno == errno.EACCES:
+        return f"--port {port}: not allowed to this user (ports below 1024 need administrator rights); {choose}"
+    return f"--port {port}: cannot listen on {host}:{port} ({one_line(str(error))}); {choose}"
+
+
+def launch(app: Any, host: str, port: int) -> None:
+    """Serve `app` on host:port until stopped. No SSR (it needs a Node server), no public share link, no MCP server:
+    a local page served by this process.
+
+    Raises:
+        UserError: the port was taken between `check_port` and the start (Gradio says so with an OSError).
+    """
+    try:
+        app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, mcp_server=False)
+    except OSError as error:
+        # Gradio's own "Cannot find empty port" (no errno) advises launch()'s arguments, not this command's.
+        busy = error if error.errno is not None else OSError(errno.EADDRINUSE, str(error))
+        raise UserError(port_problem(host, port, busy)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m vqa.inspection.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a run folder or its checkpoint/ folder")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860, help="port to listen on")
+    parser.add_argument("--port", type=port_number, default=7860, help="port to listen on (1 to 65535)")
     parser.add_argument("--top-k", type=int, default=5, help="answers shown with their probabilities")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)
     folder = args.checkpoint / "checkpoint" if (args.checkpoint / "checkpoint").is_dir() else args.checkpoint
     with exit_on_user_error():
+        check_port(args.host, args.port)
         model, processor = load_checkpoint(folder, args.device)
-    app = build_app(model, processor, args.top_k)
-    # No SSR (it needs a Node server), no public share link, no MCP server: a local page served by this process.
-    app.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, mcp_server=False)
+        launch(build_app(model, processor, args.top_k), args.host, args.port)
     return 0
 
 

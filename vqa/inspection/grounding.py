@@ -26,6 +26,7 @@ from PIL.Image import Image
 from tqdm.auto import tqdm
 
 from vqa.data.easy_vqa import build_easy_vqa
+from vqa.data.images import to_rgb
 from vqa.errors import ArgumentParser, exit_on_user_error
 from vqa.inspection.attention import AnswerAttention, Layer, explain_batch
 from vqa.model.loading import load_checkpoint
@@ -39,7 +40,7 @@ SHAPE_THRESHOLD = 48
 
 def shape_mask(image: Image, threshold: int = SHAPE_THRESHOLD) -> torch.Tensor:
     """(H, W) bool mask of the pixels that differ from the background (the most common colour on the border)."""
-    pixels = torch.from_numpy(np.array(image.convert("RGB"))).int()  # (H, W, 3)
+    pixels = torch.from_numpy(np.array(to_rgb(image))).int()  # (H, W, 3)
     border = torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])  # (2H + 2W, 3)
     colours, counts = border.unique(dim=0, return_counts=True)
     background = colours[counts.argmax()]

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import PIL.Image
 import torch
 from PIL.Image import Image
 
-from vqa.errors import ArgumentParser, exit_on_user_error, exit_with
+from vqa.data.images import OVERSIZED, ImageFileError, load_rgb
+from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
 from vqa.inspection.attention import Head, Layer, evaluation_mode, explain, map_refusal
 from vqa.inspection.attention_plots import plot_answer_attention, save_figure
 from vqa.model.loading import load_checkpoint
@@ -67,6 +67,46 @@ def parse_head(text: str) -> Head:
     return "mean" if text == "mean" else int(text)
 
 
+def checked_question(text: str) -> str:
+    """The question as given, refused when it is empty or not UTF-8 text.
+
+    Bytes on the command line that are not UTF-8 reach Python as lone surrogates (surrogateescape): the tokenizer
+    would fail on them, or read them as other characters.
+
+    Raises:
+        UserError: naming the first byte that is not UTF-8 and its position.
+    """
+    if not text.strip():
+        raise UserError("--question: empty; expected a question in words")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(text[error.start])
+        found = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate U+{code:04X}"
+        raise UserError(
+            f"--question: not UTF-8 text ({found} at character {error.start}); expected a question in UTF-8 "
+            "(check the terminal's encoding, e.g. LANG=C.UTF-8)"
+        ) from None
+    return text
+
+
+def read_image(path: Path) -> Image:
+    """The image file as 8-bit RGB (`vqa.data.images.load_rgb`: the build's pixel limit, pixels kept faithfully).
+
+    Raises:
+        UserError: the file is missing, not an image, truncated, or over PIL's decompression-bomb limit.
+    """
+    try:
+        return load_rgb(path)
+    except ImageFileError as error:
+        expected = (
+            "expected an image within the pixel limit the dataset build applies (downscale it)"
+            if error.status == OVERSIZED
+            else "expected an image file"
+        )
+        raise UserError(f"--image: cannot read {path} ({error.reason}); {expected}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m vqa.inspection.predict",
@@ -91,14 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         exit_with(f"--top-k: {args.top_k}; expected 1 or more")
-    if not args.question.strip():
-        exit_with("--question: empty; expected a question in words")
-    try:
-        with PIL.Image.open(args.image) as opened:
-            image = opened.convert("RGB")
-    except (OSError, ValueError) as error:
-        exit_with(f"--image: cannot read {args.image} ({error}); expected an image file")
     with exit_on_user_error():
+        checked_question(args.question)
+        image = read_image(args.image)
         model, processor = load_checkpoint(args.checkpoint, args.device)
     length = len(processor.question_tokenizer(args.question)["input_ids"])
     if length > processor.max_question_length:

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from vqa.data.schema import column, has_answers
 from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with, one_line
@@ -36,7 +38,15 @@ from vqa.evaluation.scoring import official_accuracy, score_split
 from vqa.inspection.attention import explain_batch, map_refusal
 from vqa.inspection.report_figures import accuracy_bars, attention_overlay, learning_curves, metric_by_run, plain_image
 from vqa.inspection.report_html import RawHtml, escape, figure, page, percent, section, table
-from vqa.inspection.sweep_report import ERROR, SEED, STATUS, SweepRows, collect_rows, split_overrides
+from vqa.inspection.sweep_report import (
+    ERROR,
+    SEED,
+    STATUS,
+    SweepRows,
+    collect_rows,
+    damaged_column,
+    split_overrides,
+)
 from vqa.instantiate import instantiate
 from vqa.model.loading import load_checkpoint
 
@@ -100,7 +110,7 @@ def write_run_report(
     metrics = read_json(run_dir / "metrics.json")
     card = read_json(run_dir / "run_card.json", required=False) or {}
     state = read_json(run_dir / "trainer_state.json", required=False) or {}
-    cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    cfg = read_run_config(run_dir / "config.yaml")
     if splits is None and cfg is not None:
         splits = instantiate(cfg.data)
     final_name = metrics.get("split") or (cfg.final_split if cfg is not None else None)
@@ -132,7 +142,7 @@ def write_sweep_report(sweep_dir: Path, collected: SweepRows | None = None) -> P
     caller has read them already (`vqa.inspection.sweep_report.collect_rows`)."""
     rows, override_columns, metric_columns = collected or collect_rows(sweep_dir)
     varying, common = split_overrides(rows, override_columns)
-    columns = ["run", SEED, STATUS, *varying, *metric_columns]
+    columns = ["run", SEED, STATUS, *varying, *metric_columns, *damaged_column(rows)]
     body = [f"<p>{len(rows)} runs. Common overrides: <code>{escape(' '.join(common) or 'none')}</code></p>"]
     table_rows = []
     for row in rows:
@@ -307,26 +317,62 @@ def example_card(example: Example) -> str:
 # Files -----------------------------------------------------------------------------------------------------------
 
 
-def read_json(path: Path, required: bool = True) -> Any:
-    if not path.is_file():
+def read_json(path: Path, required: bool = True) -> dict[str, Any] | None:
+    """A run's JSON file that holds an object (metrics.json, run_card.json, trainer_state.json); None when it is
+    missing and not `required`.
+
+    Raises:
+        UserError: missing (when required), unreadable, not JSON, or not a JSON object; naming the file.
+    """
+    content = _read_json(path, required)
+    if content is not None and not isinstance(content, dict):
+        raise UserError(f"{path}: a JSON {type(content).__name__}, expected the object a run writes")
+    return content
+
+
+def _read_json(path: Path, required: bool = True) -> Any:
+    if not path.exists():
         if required:
             raise UserError(f"{path}: not found; expected the file of a finished run")
         return None
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:  # a folder, no permission, not text
+        raise UserError(f"{path}: cannot be read ({one_line(str(error))}); expected the file a run writes") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON ({error}); expected the file a run writes") from None
+
+
+def read_run_config(path: Path) -> DictConfig | None:
+    """A run's config.yaml (what it was run with), or None when the folder has none.
+
+    Raises:
+        UserError: unreadable, not YAML, or not the mapping with a `data` entry that a run writes; naming the file.
+    """
+    if not path.exists():
+        return None
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as error:
+        raise UserError(f"{path}: unreadable ({one_line(str(error))}); expected the config.yaml a run writes") from None
+    if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("data"), DictConfig):
+        found = "no `data` mapping" if isinstance(cfg, DictConfig) else "a YAML list"
+        raise UserError(f"{path}: {found}; expected the config.yaml a run writes (with its `data` settings)")
+    return cfg
 
 
 def read_predictions(path: Path, split: Dataset | None) -> list[str] | None:
     """predictions.json's answers in the split's row order; None without the file or the split.
 
     Raises:
-        UserError: a question of the split without an answer in the file.
+        UserError: a damaged file (not JSON, not a list of {question_id, answer} objects), or a question of the
+            split without an answer in it.
     """
-    if split is None or not path.is_file():
+    if split is None or not path.exists():
         return None
-    by_question = {entry["question_id"]: entry["answer"] for entry in read_json(path)}
+    by_question = prediction_answers(path, _read_json(path))
     question_ids = column(split, "question_id")
     missing = [qid for qid in question_ids if qid not in by_question]
     if missing:
@@ -335,6 +381,23 @@ def read_predictions(path: Path, split: Dataset | None) -> list[str] | None:
             f"{missing[0]}); expected the predictions of this run's final split"
         )
     return [by_question[qid] for qid in question_ids]
+
+
+def prediction_answers(path: Path, content: Any) -> dict[Any, str]:
+    """{question_id: answer} from predictions.json's content (`[{"question_id": ..., "answer": "..."}, ...]`).
+
+    Raises:
+        UserError: naming the file and the first entry that is not such an object.
+    """
+    expected = 'expected the predictions a run writes, [{"question_id": ..., "answer": "..."}, ...]'
+    if not isinstance(content, list):
+        raise UserError(f"{path}: a JSON {type(content).__name__}; {expected}")
+    answers: dict[Any, str] = {}
+    for index, entry in enumerate(content):
+        if not isinstance(entry, dict) or "question_id" not in entry or not isinstance(entry.get("answer"), str):
+            raise UserError(f"{path}: entry [{index}] is {repr(entry)[:60]}; {expected}")
+        answers[entry["question_id"]] = entry["answer"]
+    return answers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from vqa.data.images import to_rgb
 from vqa.inspection.attention import AnswerAttention
 from vqa.inspection.attention_plots import draw_overlay, pyplot
 
@@ -69,7 +70,7 @@ def attention_overlay(maps: AnswerAttention) -> str:
     plt = pyplot()
     figure, (image_axis, overlay_axis) = plt.subplots(1, 2, figsize=(4.2, 2.2), layout="constrained")
     if maps.image is not None:
-        image_axis.imshow(maps.image.convert("RGB"))
+        image_axis.imshow(to_rgb(maps.image))
     image_axis.set_axis_off()
     share = float(maps.image_share().mean())
     draw_overlay(overlay_axis, maps, maps.patch_attention().mean(dim=0), f"{100 * share:.0f}% on the image")
@@ -80,7 +81,7 @@ def plain_image(image: Any) -> str:
     """An image alone (for a run whose fusion has no patch attention, or a run without a model)."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(2.1, 2.2), layout="constrained")
-    axis.imshow(image.convert("RGB"))
+    axis.imshow(to_rgb(image))
     axis.set_axis_off()
     return png_data_uri(figure)
 

@@ -9,7 +9,9 @@ recorded; the shuffled-image check's accuracy as `shuffled_images`; the per-answ
 by validation accuracy is named under the table.
 Runs without metrics are listed with empty metric cells and counted, not dropped; a `status` column then says which
 failed (their `error.json`, written by the job: the error line is printed under the table) and which are
-unfinished.
+unfinished. A run whose own files are damaged (`.hydra/overrides.yaml`, `.hydra/config.yaml` or `metrics.json`:
+not readable, not YAML or JSON, or not the structure a run writes) is listed with what could be read, a warning on
+stderr, and a `damaged` column naming each file and what is wrong with it; the rest of the sweep is reported as usual.
 
 When a configuration (the varying overrides other than `seed`) ran with several seeds, as in
 `python train.py -m seed=0,1,2`, a second table gives each configuration's mean, standard deviation (n - 1) and
@@ -27,8 +29,9 @@ import io
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
 
@@ -37,6 +40,8 @@ from vqa.errors import FAILURE_FILE, USER_ERROR_EXIT_STATUS, ArgumentParser, one
 SEED = "seed"
 VALIDATION = "val_vqa_accuracy"  # the column runs are compared on: the validation split's accuracy
 STATUS, ERROR, USER_ERROR = "status", "error", "user_error"  # row keys; error and user_error only for failed jobs
+DAMAGED = "damaged"  # row key and column, only for runs with damaged files: "<file>: <what is wrong>; ..."
+T = TypeVar("T")
 
 
 class SweepRows(NamedTuple):
@@ -48,15 +53,16 @@ class SweepRows(NamedTuple):
 
 
 def collect_rows(sweep_dir: Path) -> SweepRows:
-    """Rows (one per run), override columns and metric columns, in a stable order."""
+    """Rows (one per run), override columns and metric columns, in a stable order. A run's damaged files leave
+    their cells empty and are named in its `damaged` cell (`RunDamage`), so one damaged job never stops the report."""
     rows: list[dict[str, Any]] = []
     override_columns: list[str] = []
     metric_columns: list[str] = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=_run_order):
         run_dir = overrides_file.parent.parent
-        row: dict[str, Any] = {"run": run_dir.name, SEED: run_seed(run_dir)}
-        for override in yaml.safe_load(overrides_file.read_text()) or []:
-            key, _, value = override.partition("=")
+        damage = RunDamage(run_dir)
+        row: dict[str, Any] = {"run": run_dir.name, SEED: damage.read(run_seed, run_dir, None, "a seed")}
+        for key, value in damage.read(read_overrides, overrides_file, [], "its overrides"):
             if key == SEED:  # the seed column holds it, whether it was overridden or not
                 continue
             row[key] = value
@@ -66,42 +72,88 @@ def collect_rows(sweep_dir: Path) -> SweepRows:
         if failure is not None:
             row[STATUS], row[ERROR], row[USER_ERROR] = "failed", failure.get("error"), failure.get("user_error")
         metrics_file = run_dir / "metrics.json"
-        metrics = read_metrics(metrics_file) if metrics_file.is_file() and failure is None else None
+        has_metrics = metrics_file.exists() and failure is None
+        metrics = damage.read(read_metrics, metrics_file, None, "metrics") if has_metrics else None
         row.setdefault(STATUS, "finished" if metrics is not None else "unfinished")
-        if metrics is not None:
-            # The held-out split the runs are compared on first; the final split's accuracy is for the record.
-            # (Runs written before metrics.json had a `validation` entry have no such cell.)
-            validation = (metrics.get("validation") or {}).get("vqa_accuracy")
-            flat = {VALIDATION: validation} if validation is not None else {}
-            flat["vqa_accuracy"] = metrics.get("vqa_accuracy")
-            if metrics.get("vqa_accuracy_shuffled_images") is not None:
-                flat["shuffled_images"] = metrics["vqa_accuracy_shuffled_images"]
-            flat.update({f"acc_{name}": value for name, value in metrics.get("per_answer_type", {}).items()})
-            for key, value in flat.items():
-                row[key] = value
-                if key not in metric_columns:
-                    metric_columns.append(key)
+        for key, value in (metrics or {}).items():
+            row[key] = value
+            if key not in metric_columns:
+                metric_columns.append(key)
+        if damage.notes:
+            row[DAMAGED] = "; ".join(damage.notes)
         rows.append(row)
     return SweepRows(rows, override_columns, metric_columns)
 
 
+class DamagedFile(Exception):
+    """A run's file that cannot be read as a run writes it; `reason` says what is wrong (one line)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+class RunDamage:
+    """The damaged files of one run: each read through `read`, which warns on stderr and keeps a note."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.notes: list[str] = []  # "<file relative to the run folder>: <reason>"
+
+    def read(self, reader: Callable[[Path], T], path: Path, default: T, listed_without: str) -> T:
+        """`reader(path)`, or `default` when it raises DamagedFile."""
+        try:
+            return reader(path)
+        except DamagedFile as damaged:
+            print(f"warning: {damaged}; its run is listed without {listed_without}", file=sys.stderr)
+            name = damaged.path.relative_to(self.run_dir) if damaged.path.is_relative_to(self.run_dir) else damaged.path
+            self.notes.append(f"{name}: {damaged.reason}")
+            return default
+
+
+def read_overrides(path: Path) -> list[tuple[str, str]]:
+    """(key, value) of each `key=value` in a job's `.hydra/overrides.yaml` (a YAML list of strings).
+
+    Raises:
+        DamagedFile: unreadable, not YAML, or not a list of strings.
+    """
+    overrides = _load(path, yaml.safe_load)
+    if overrides is None:
+        return []
+    if not isinstance(overrides, list) or not all(isinstance(override, str) for override in overrides):
+        raise DamagedFile(path, f"expected a YAML list of key=value strings, found {_describe(overrides)}")
+    return [(key, value) for key, _, value in (override.partition("=") for override in overrides)]
+
+
 def run_seed(run_dir: Path) -> Any:
-    """The seed a run used: `seed` of the config Hydra composed for it; None when that file is missing, or damaged
-    (with a line on stderr naming it; the run is still listed, with an empty seed cell)."""
+    """The seed a run used: `seed` of the config Hydra composed for it (None when that file is missing).
+
+    Raises:
+        DamagedFile: `.hydra/config.yaml` unreadable, not YAML or not a mapping.
+    """
     config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
+    if not config_file.exists():
         return None
-    try:
-        config = yaml.safe_load(config_file.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        print(
-            f"warning: {config_file}: unreadable ({one_line(error)}); its run is listed without a seed", file=sys.stderr
-        )
-        return None
+    config = _load(config_file, yaml.safe_load)
     if not isinstance(config, dict):
-        print(f"warning: {config_file}: expected a YAML mapping, found {type(config).__name__}", file=sys.stderr)
-        return None
+        raise DamagedFile(config_file, f"expected a YAML mapping, found {_describe(config)}")
     return config.get(SEED)
+
+
+def _load(path: Path, parse: Callable[[str], Any]) -> Any:
+    """`parse` of the file's text; DamagedFile when it cannot be read or parsed."""
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:  # JSONDecodeError is a ValueError
+        raise DamagedFile(path, f"unreadable ({one_line(str(error))})") from None
+
+
+def _describe(value: Any) -> str:
+    return (
+        type(value).__name__
+        if not isinstance(value, list)
+        else f"a list of {sorted({type(v).__name__ for v in value})}"
+    )
 
 
 def by_configuration(
@@ -142,18 +194,31 @@ def read_failure(path: Path) -> dict[str, Any] | None:
     return failure if isinstance(failure, dict) else {"error": f"{path}: not a JSON object", "user_error": False}
 
 
-def read_metrics(path: Path) -> dict[str, Any] | None:
-    """A run's metrics.json, or None (with a line on stderr naming it) when it is damaged: the run is then listed
-    with empty metric cells and counted with the unfinished ones, not dropped."""
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        print(f"warning: {path}: unreadable ({error}); its run is listed without metrics", file=sys.stderr)
-        return None
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A run's metrics.json as the table's metric cells: `val_vqa_accuracy` (when the run has a validation split),
+    `vqa_accuracy`, `shuffled_images` (when measured) and `acc_<answer type>`.
+
+    Raises:
+        DamagedFile: unreadable, not JSON, or not the object a run writes (a metric that is not a number or null).
+    """
+    metrics = _load(path, json.loads)
     if not isinstance(metrics, dict):
-        print(f"warning: {path}: expected a JSON object, found {type(metrics).__name__}", file=sys.stderr)
-        return None
-    return metrics
+        raise DamagedFile(path, f"expected a JSON object, found {_describe(metrics)}")
+    validation, per_type = metrics.get("validation") or {}, metrics.get("per_answer_type") or {}
+    for name, value in (("validation", validation), ("per_answer_type", per_type)):
+        if not isinstance(value, dict):
+            raise DamagedFile(path, f"{name} is {_describe(value)}, expected an object")
+    # (cell, field in metrics.json, value). The held-out split the runs are compared on first; the final split's
+    # accuracy is for the record. (Runs written before metrics.json had a `validation` entry have no such cell.)
+    found = [(VALIDATION, "validation.vqa_accuracy", validation.get("vqa_accuracy"))] if validation else []
+    found.append(("vqa_accuracy", "vqa_accuracy", metrics.get("vqa_accuracy")))
+    found.append(("shuffled_images", "vqa_accuracy_shuffled_images", metrics.get("vqa_accuracy_shuffled_images")))
+    found += [(f"acc_{name}", f"per_answer_type.{name}", value) for name, value in per_type.items()]
+    for _, field, value in found:
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise DamagedFile(path, f"{field} is {repr(value)[:60]}, expected a number or null")
+    optional = (VALIDATION, "shuffled_images")  # cells only for runs that have the value
+    return {cell: value for cell, _, value in found if value is not None or cell not in optional}
 
 
 def _run_order(path: Path) -> tuple[int, str]:
@@ -182,6 +247,11 @@ def csv_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
+def damaged_column(rows: list[dict[str, Any]]) -> list[str]:
+    """[DAMAGED] when a run has damaged files (the column goes last, after the metrics), else none."""
+    return [DAMAGED] if any(row.get(DAMAGED) for row in rows) else []
+
+
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -208,7 +278,7 @@ def print_sweep_table(
     if common:
         print(f"common overrides: {' '.join(common)}\n")
     status = [STATUS] if any(row[STATUS] != "finished" for row in rows) else []
-    columns = ["run", SEED, *status, *varying, *metric_columns]
+    columns = ["run", SEED, *status, *varying, *metric_columns, *damaged_column(rows)]
     print(markdown_table(rows, columns))
     failed = [row for row in rows if row[STATUS] == "failed"]
     for row in failed:

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import is_torchvision_available
 
+from vqa.data.images import to_rgb
 from vqa.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class VQAProcessor:
 
     def encode_images(self, images: Sequence[Image]) -> torch.Tensor:
         """-> pixel_values (B, 3, H, W). Greyscale and RGBA images are converted to RGB first."""
-        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
+        rgb = [to_rgb(image) for image in images]  # 16-bit, float and transparent images keep their pixels
         return self.image_processor(rgb, return_tensors="pt")["pixel_values"]
 
     def encode_answers(self, answers: Sequence[str]) -> torch.Tensor:

@@ -35,7 +35,8 @@ from vqa.model.processing import VQAProcessor, open_image
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: images through vqa.data.images.to_rgb (16-bit, transparent and float images no longer clip at 255).
+FORMAT_VERSION = 2
 CACHEABLE = ("text_encoder", "image_encoder")
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
