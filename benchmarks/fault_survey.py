@@ -4,15 +4,22 @@
 
 A measurement, not a test: it makes its fixtures in a temporary folder (tiny official-format VQA v2 files with
 COCO-named JPEGs from `tests/vqa_v2_fixture.py`, decompression-bomb PNGs, two short easy-VQA training runs: a plain
-`debug=fast` run for its `checkpoint/` and a run that saves `checkpoint-2` and `checkpoint-4` for the resume cases),
-runs every case as a subprocess of `train.py` or a `python -m vqa....` CLI (two at a time), and writes
-`{"cases": [...], "counts": {outcome: n}}` plus a table on stdout. Each case records its name, category, command
-(with the temporary folder written as `<tmp>`), exit status, outcome, stderr tail, what it expected and why it got
-its outcome (`detail`). Subprocesses run offline: HF_HUB_OFFLINE=1, WANDB_MODE=disabled, VQA_CACHE and
+`debug=fast` run for its `checkpoint/` and a run that saves `checkpoint-2` and `checkpoint-4` for the resume cases; a
+module of misbehaving RL rewards put on the subprocess's PYTHONPATH; random-init DistilBERT, T5, ViT, Swin and GPT-2
+folders written with `save_pretrained`), runs every case as a subprocess of `train.py` or a `python -m vqa....` CLI (two
+at a time), and writes `{"cases": [...], "counts": {outcome: n}}` plus a table on stdout. Each case records its name,
+category, command (with the temporary folder written as `<tmp>`), exit status, outcome, stderr tail, what it expected
+and why it got its outcome (`detail`). Subprocesses run offline: HF_HUB_OFFLINE=1, WANDB_MODE=disabled, VQA_CACHE and
 VQA_FEATURE_CACHE in the temporary folder, OMP_NUM_THREADS=1 (two cases share the two cores). Config cases add
-`debug=fast` (unless they name a config group option), so a bad setting that is accepted trains for four steps, not
-for the default 12 epochs. `--only` runs the cases whose name contains the text (give it another `--out` to keep the
-full survey's file); `--keep` keeps the temporary folder.
+`debug=fast` (unless they name a config group option), so a bad setting that is accepted trains for four steps, not for
+the default 12 epochs. `--only` runs the cases whose name contains the text (give it another `--out` to keep the full
+survey's file); `--keep` keeps the temporary folder.
+
+What a case can arrange around its command: arguments that are bytes (not UTF-8; the record shows them with
+backslash escapes); a `sitecustomize` on PYTHONPATH that kills the process with SIGKILL in the middle of a write or
+as a training step begins, or records the pixel values `VQAProcessor` hands the model (what predict made of an
+image file); another command started beside it (two runs in one folder: the one refused is the one classified);
+resources held open while it runs (a listening socket on the port the demo is given), released afterwards.
 
 The project's rule: a user's mistake ends with one line on stderr starting with `error: ` and exit status 2, or is
 handled (counted and reported, or recovered from); never a traceback, never a silently wrong result.
@@ -32,13 +39,14 @@ Outcomes, decided in this order:
        `logger.debug/info/warning(...)` call found in `vqa/**/*.py` (read with `ast`; each %-placeholder may stand for
        any text; format lines with fewer than 5 literal characters are not used).
   Python warnings, notes, library messages and a second `error:` line all count, so they make the case `other`.
-  A case may also check what the failed command left behind (e.g. a misspelt `resume=` path must leave no folder,
-  a refused override must leave the run as it was); a failed post-check makes the case `other`, with the reason.
+  A case may also check what the failed command left behind or said (e.g. a misspelt `resume=` path must leave no
+  folder, a refused override must leave the run as it was, a diverged run must leave no checkpoint of non-finite
+  weights and name the step); a failed post-check makes the case `other`, with the reason.
   A case that expected `handled` but got such an error is still `one_line_error`; its detail says so.
 - `handled`: exit status 0 and the case's own check found the expected evidence (a count in the build report or
   metrics.json, a "skipped checkpoint-4" log line, metrics and predictions equal to an uninterrupted run, ...).
-- `silently_wrong`: exit status 0, but either the case expected a refusal (the bad input was accepted) or the
-  case's check found the result wrong or unreported.
+- `silently_wrong`: exit status 0, but either the case expected a refusal (the bad input was accepted; the detail
+  adds what its post-check found, e.g. NaN weights) or the case's check found the result wrong or unreported.
 - `other`: anything else (exit status 1 with a Hydra message, argparse's two-line usage error, a timeout, a kill
   hook that did not fire, extra stderr lines around an `error:` line, a failed post-check).
 """
@@ -78,6 +86,8 @@ PY = str(VENV_PYTHON) if VENV_PYTHON.is_file() else sys.executable
 OUTCOMES = ("one_line_error", "handled", "traceback", "silently_wrong", "other")
 ERROR, HANDLED, EITHER = "error", "handled", "error or handled"
 DEFAULT_TIMEOUT = 300
+# Categories whose cases train (run first, so that the two workers finish together).
+LONG_CATEGORIES = ("resume", "kill -9", "data (train.py)", "run_folder", "divergence", "rewards", "init_from")
 
 # Four training steps; with the two save options a checkpoint every two steps (as in tests/test_resume.py).
 FAST = ["debug=fast", "trainer.args.disable_tqdm=true"]
@@ -134,13 +144,21 @@ def counted_lines(stderr: str) -> list[str]:
 
 @dataclass
 class Step:
-    """The command a case measures, and what was done before it."""
+    """The command a case measures, and what was done before it.
 
-    argv: list[str]
+    `argv` items may be bytes (an argument that is not valid UTF-8). `background` commands were started by the
+    case's preparation and run beside the measured one; `cleanup` callables (closing a socket the case holds
+    open, ...) run after it, whatever happened. `pick`, given the measured command's outcome, returns the outcome
+    to classify (e.g. whichever of two identical commands was refused)."""
+
+    argv: list[str | bytes]
     env: dict[str, str] = field(default_factory=dict)
     setup: str = ""
     timeout: int = DEFAULT_TIMEOUT
     not_measured: str | None = None  # the setup did not produce the fault (e.g. a kill hook that did not fire)
+    background: list[Background] = field(default_factory=list)
+    cleanup: list[Callable[[], Any]] = field(default_factory=list)
+    pick: Callable[[Outcome], Outcome] | None = None
 
 
 @dataclass
@@ -169,6 +187,13 @@ class Case:
     needs: tuple[str, ...] = ()
 
 
+def run_check(check: Check, outcome: Outcome, work: Path) -> str | None:
+    try:
+        return check(outcome, work)
+    except Exception as error:  # a check that cannot read what it looks for has found it wrong
+        return f"the check could not run: {error!r}"
+
+
 def classify(case: Case, outcome: Outcome, work: Path) -> tuple[str, str]:
     stderr = outcome.stderr
     if outcome.exit_status is None:
@@ -180,7 +205,7 @@ def classify(case: Case, outcome: Outcome, work: Path) -> tuple[str, str]:
         last = next((line.strip() for line in reversed(re.split(r"[\r\n]", stderr)) if line.strip()), "")
         if len(lines) != 1 or not lines[0].startswith("error: ") or last != lines[0]:
             return "other", f"exit 2 but {len(lines)} counted stderr lines: {lines[:4]}"
-        problem = case.check(outcome, work) if (case.check and case.expect == ERROR) else None
+        problem = run_check(case.check, outcome, work) if (case.check and case.expect == ERROR) else None
         if problem:
             return "other", f"one-line error, but {problem}"
         expected = "(expected handled) " if case.expect == HANDLED else ""
@@ -188,8 +213,10 @@ def classify(case: Case, outcome: Outcome, work: Path) -> tuple[str, str]:
     if outcome.exit_status == 0:
         if case.expect == ERROR:
             said = [line.strip() for line in outcome.stdout.splitlines() if line.strip()][-2:]
-            return "silently_wrong", f"exit 0: the bad input was accepted without an error (stdout ends {said})"
-        problem = case.check(outcome, work) if case.check else None
+            detail = f"exit 0: the bad input was accepted without an error (stdout ends {said})"
+            problem = run_check(case.check, outcome, work) if case.check else None
+            return "silently_wrong", detail + (f"; and {problem}" if problem else "")
+        problem = run_check(case.check, outcome, work) if case.check else None
         if problem:
             return "silently_wrong", problem
         evidence = getattr(case.check, "__doc__", None) or "the expected evidence was found"
@@ -236,11 +263,19 @@ class Fixtures:
             raise value
         return value
 
-    def run(self, argv: list[str], env: dict[str, str] | None = None, timeout: int = DEFAULT_TIMEOUT) -> Outcome:
+    def run(
+        self, argv: list[str | bytes], env: dict[str, str] | None = None, timeout: int = DEFAULT_TIMEOUT
+    ) -> Outcome:
         start = time.perf_counter()
         try:
             done = subprocess.run(
-                argv, cwd=ROOT, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout
+                argv,
+                cwd=ROOT,
+                env={**self.env, **(env or {})},
+                capture_output=True,
+                text=True,
+                errors="replace",  # a child that echoes a non-UTF-8 argument
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired as error:
             return Outcome(None, _text(error.stdout), _text(error.stderr), time.perf_counter() - start)
@@ -316,6 +351,47 @@ class Fixtures:
                     future.result()
                 except FixtureError as error:
                     print(f"warning: {error}", file=sys.stderr)
+
+
+class Background:
+    """A command started by a case's preparation, running beside the measured one; stopped (by its own process id)
+    after the case if still running."""
+
+    def __init__(self, fx: Fixtures, argv: list[str | bytes], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self._start = time.perf_counter()
+        self._outcome: Outcome | None = None
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**fx.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+
+    def wait(self, timeout: int = DEFAULT_TIMEOUT) -> Outcome:
+        if self._outcome is None:
+            try:
+                stdout, stderr = self.process.communicate(timeout=timeout)
+                status: int | None = self.process.returncode
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                stdout, stderr = self.process.communicate()
+                status = None
+            self._outcome = Outcome(status, stdout, stderr, time.perf_counter() - self._start)
+        return self._outcome
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
+
+
+def shown(arg: str | bytes) -> str:
+    """An argument as the record shows it: bytes that are not UTF-8 as backslash escapes."""
+    return arg.decode("utf-8", errors="backslashreplace") if isinstance(arg, bytes) else arg
 
 
 def _text(value: bytes | str | None) -> str:
@@ -416,6 +492,38 @@ if _TARGET:
             return result
 
         arrow_writer.ArrowWriter.write_table = _write_table_then_die
+    elif _HOOK == "step_begin":  # the pattern is a step number: killed as training starts the step after it
+        from transformers import trainer_callback
+
+        _on_step_begin = trainer_callback.CallbackHandler.on_step_begin
+
+        def _on_step_begin_or_die(self, args, state, control):
+            if state.global_step == int(_PATTERN):
+                _die()
+            return _on_step_begin(self, args, state, control)
+
+        trainer_callback.CallbackHandler.on_step_begin = _on_step_begin_or_die
+
+# FAULT_SURVEY_RECORD_PIXELS=<file.npy>: the first image that VQAProcessor turns into pixel_values is saved there
+# as (H, W, 3) values on the 0-255 scale (the image processor's normalisation undone): what the model saw.
+_RECORD = os.environ.get("FAULT_SURVEY_RECORD_PIXELS")
+if _RECORD:
+    import numpy
+
+    from vqa.model import processing as _processing
+
+    _call = _processing.VQAProcessor.__call__
+
+    def _call_and_record(self, *args, **kwargs):
+        batch = _call(self, *args, **kwargs)
+        if not os.path.exists(_RECORD) and "pixel_values" in batch:
+            pixels = batch["pixel_values"][0].detach().float().cpu().numpy()  # (3, H, W)
+            mean = numpy.asarray(getattr(self.image_processor, "image_mean", None) or [0.5] * 3).reshape(3, 1, 1)
+            std = numpy.asarray(getattr(self.image_processor, "image_std", None) or [0.5] * 3).reshape(3, 1, 1)
+            numpy.save(_RECORD, ((pixels * std + mean) * 255.0).transpose(1, 2, 0))
+        return batch
+
+    _processing.VQAProcessor.__call__ = _call_and_record
 """
 
 
@@ -952,7 +1060,7 @@ def checkpoint_cases() -> list[Case]:
     ]
 
 
-# resume --------------------------------------------------------------------------------------------------------------
+# resume ---------------------------------------------------------------------------------------------------------------
 
 
 def copy_reference(fx: Fixtures, work: Path) -> Path:
@@ -1234,6 +1342,773 @@ def cli_cases() -> list[Case]:
     ]
 
 
+# --- the issue's kinds: divergence, run folders, image modes, init_from, options, encoders, rewards, services ---------
+
+# Rewards for objective=rl, importable from the folder `Fixtures.reward_module` puts on PYTHONPATH.
+REWARDS_MODULE = "survey_rewards"
+REWARDS = """
+def nan_reward(*, questions, images, answers, human_answers):
+    return [float("nan")] * len(answers)
+
+
+def wrong_count_reward(*, questions, images, answers, human_answers):
+    return [1.0] * (len(answers) + 1)
+
+
+def string_reward(*, questions, images, answers, human_answers):
+    return "good"
+
+
+def none_reward(*, questions, images, answers, human_answers):
+    return None
+"""
+
+
+def reward_module(fx: Fixtures) -> Path:
+    def make() -> Path:
+        folder = fx.tmp / "rewards"
+        folder.mkdir()
+        (folder / f"{REWARDS_MODULE}.py").write_text(REWARDS)
+        return folder
+
+    return fx.once("rewards", make)
+
+
+def rl_step(fx: Fixtures, work: Path, reward: str | None, *overrides: str) -> Step:
+    """objective=rl from the debug=fast run, with `reward` (a function of REWARDS) as objective.reward."""
+    chosen = (f"objective.reward._target_={REWARDS_MODULE}.{reward}",) if reward else ()
+    step = train_step(work, ("objective=rl", f"init_from={fx.fast_run()}", *chosen, *overrides))
+    step.env = {"PYTHONPATH": str(reward_module(fx))}
+    return step
+
+
+def the_error_line(outcome: Outcome) -> str:
+    lines = counted_lines(outcome.stderr)
+    return lines[-1] if lines else ""
+
+
+def line_names(*alternatives: tuple[str, ...]) -> Check:
+    """The error line names one word of each group (case-insensitive)."""
+
+    def check(outcome: Outcome, work: Path) -> str | None:
+        line = the_error_line(outcome).lower()
+        missing = [" or ".join(map(repr, group)) for group in alternatives if not any(w.lower() in line for w in group)]
+        return f"the error line does not name {' nor '.join(missing)}" if missing else None
+
+    check.__doc__ = "the error line names " + " and ".join(" or ".join(map(repr, group)) for group in alternatives)
+    return check
+
+
+def both(*checks: Check) -> Check:
+    def check(outcome: Outcome, work: Path) -> str | None:
+        return next((problem for one in checks if (problem := one(outcome, work))), None)
+
+    check.__doc__ = "; ".join(one.__doc__ or "" for one in checks)
+    return check
+
+
+def finite_checkpoints(outcome: Outcome, work: Path) -> str | None:
+    """every checkpoint*/model.safetensors in the run folder holds finite weights only"""
+    import torch
+    from safetensors.torch import load_file
+
+    bad = []
+    for path in sorted((work / "run").glob("checkpoint*/model.safetensors")):
+        tensors = load_file(path)
+        count = sum(1 for t in tensors.values() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+        if count:
+            bad.append(f"{path.parent.name}/model.safetensors ({count} of {len(tensors)} tensors non-finite)")
+    return f"non-finite weights left in {', '.join(bad)}" if bad else None
+
+
+def divergence_case(
+    name: str, quantities: tuple[str, ...], make: Callable[[Fixtures, Path], Step], needs: tuple[str, ...] = ()
+) -> Case:
+    """Training that goes non-finite: one line naming the step, the quantity and the last good checkpoint (or that
+    there is none), and no checkpoint with non-finite weights left behind."""
+    check = both(line_names(("step",), quantities, ("checkpoint",)), finite_checkpoints)
+    return Case(name, "divergence", ERROR, make, check, needs=needs)
+
+
+def divergence_cases() -> list[Case]:
+    saving = SAVING[2:]  # save every two steps, so that a checkpoint of non-finite weights could be written
+    return [
+        divergence_case(
+            "divergence: objective=rl with a reward that returns NaN",
+            ("reward",),
+            lambda fx, work: rl_step(fx, work, "nan_reward", *saving),
+            needs=("fast_run",),
+        ),
+        divergence_case(
+            "divergence: learning_rate=1e30 without gradient clipping",
+            ("loss", "grad_norm", "gradient", "weight"),
+            lambda fx, work: train_step(
+                work, (*saving, "trainer.args.learning_rate=1e30", "trainer.args.max_grad_norm=0")
+            ),
+        ),
+    ]
+
+
+def file_digests(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in skip
+    }
+
+
+def run_folder_cases(fx: Fixtures) -> list[Case]:
+    others: dict[Path, Outcome] = {}
+    before: dict[Path, dict[str, str]] = {}
+    log = "train.log"  # a refused run's log lines may be appended there
+
+    def same_time(fx: Fixtures, work: Path) -> Step:
+        work.mkdir(parents=True, exist_ok=True)
+        step = train_step(work, ())
+        first = Background(fx, step.argv)
+        step.background.append(first)
+        step.setup = f"the same command started beside it: {shlex.join(map(shown, step.argv))}"
+
+        def pick(outcome: Outcome) -> Outcome:
+            other = first.wait()
+            if outcome.exit_status == 0 and other.exit_status != 0:  # the first one was refused: measure it
+                others[work] = outcome
+                return other
+            others[work] = other
+            return outcome
+
+        step.pick = pick
+        return step
+
+    def other_finished(outcome: Outcome, work: Path) -> str | None:
+        """the other run finished (exit 0) and the folder holds its metrics.json, predictions.json and checkpoint/"""
+        other = others.get(work)
+        if outcome.exit_status == 0:
+            return f"both runs wrote into one folder (the other exited {other and other.exit_status})"
+        if other is None or other.exit_status != 0:
+            return f"the other run did not finish either (exit {other and other.exit_status})"
+        run_dir = work / "run"
+        missing = [n for n in ("metrics.json", "predictions.json", "checkpoint") if not (run_dir / n).exists()]
+        return f"the finished run's folder lacks {missing}" if missing else None
+
+    def into_finished(fx: Fixtures, work: Path) -> Step:
+        shutil.copytree(fx.fast_run(), work / "run")
+        before[work] = file_digests(work / "run", skip=(log,))
+        return train_step(work, ())
+
+    def left_as_it_was(outcome: Outcome, work: Path) -> str | None:
+        """the finished run's files (train.log aside) are as they were"""
+        after = file_digests(work / "run", skip=(log,))
+        changed = sorted(
+            name for name in before[work].keys() | after.keys() if before[work].get(name) != after.get(name)
+        )
+        return f"the finished run's files changed: {changed[:6]}" if changed else None
+
+    def killed_then_resumed(fx: Fixtures, work: Path) -> Step:
+        run_dir = work / "run"
+        env = {"PYTHONPATH": str(fx.hooks()), "FAULT_SURVEY_KILL": "step_begin:2"}
+        argv = [PY, "train.py", *SAVING, f"hydra.run.dir={run_dir}"]
+        killed = fx.run(argv, env)
+        setup = f"{shlex.join(f'{k}={v}' for k, v in env.items())} {shlex.join(argv)} -> exit {killed.exit_status}"
+        left = sorted(path.name for path in run_dir.iterdir()) if run_dir.is_dir() else []
+        step = Step([PY, "train.py", f"resume={run_dir}"], setup=f"{setup}, left {left}", timeout=180)
+        if killed.exit_status != -9:
+            step.not_measured = f"the kill hook did not fire (exit {killed.exit_status}): {killed.stderr[-300:]}"
+        elif not (run_dir / "checkpoint-2").is_dir():
+            step.not_measured = f"the killed run left no checkpoint-2 ({checkpoint_names(run_dir)})"
+        return step
+
+    def resumed(outcome: Outcome, work: Path) -> str | None:
+        """the resumed run was not blocked by what the killed run left (a lock), and its metrics.json loss and
+        predictions.json equal the uninterrupted run's"""
+        return same_as_reference(fx, work / "run")
+
+    return [
+        Case(
+            "run_folder: two debug=fast runs started at the same time in one hydra.run.dir",
+            "run_folder",
+            ERROR,
+            same_time,
+            other_finished,
+        ),
+        Case(
+            "run_folder: a new run into a folder holding a finished run",
+            "run_folder",
+            ERROR,
+            into_finished,
+            left_as_it_was,
+            needs=("fast_run",),
+        ),
+        Case(
+            "run_folder: kill -9 at step 3 (a stale lock), then resume",
+            "run_folder",
+            HANDLED,
+            killed_then_resumed,
+            resumed,
+            needs=("reference",),
+        ),
+    ]
+
+
+# image modes: what the model sees -------------------------------------------------------------------------------------
+
+IMAGE_SIDE = 64  # the tiny model's image size: the processor does not resample
+
+
+def write_i16(path: Path) -> None:
+    import numpy as np
+
+    Image.fromarray(np.full((IMAGE_SIDE, IMAGE_SIDE), 32768, dtype=np.uint16)).save(path, format="PNG")
+
+
+def write_float(path: Path) -> None:
+    import numpy as np
+
+    ramp = np.tile(np.linspace(0.0, 1.0, IMAGE_SIDE, dtype=np.float32), (IMAGE_SIDE, 1))
+    Image.fromarray(ramp, mode="F").save(path, format="TIFF")
+
+
+def write_la(path: Path) -> None:
+    import numpy as np
+
+    pixels = np.zeros((IMAGE_SIDE, IMAGE_SIDE, 2), dtype=np.uint8)
+    pixels[:, : IMAGE_SIDE // 2] = (128, 255)  # opaque mid-grey
+    pixels[:, IMAGE_SIDE // 2 :] = (37, 0)  # transparent; its hidden grey is 37
+    Image.fromarray(pixels, mode="LA").save(path, format="PNG")
+
+
+def write_palette(path: Path) -> None:
+    import numpy as np
+
+    indices = np.ones((IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
+    indices[:, IMAGE_SIDE // 2 :] = 0
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([0, 255, 0, 128, 128, 128] + [0, 0, 0] * 254)  # 0: green, transparent; 1: mid-grey
+    image.save(path, format="PNG", transparency=0)
+
+
+def write_cmyk(path: Path) -> None:
+    Image.new("CMYK", (IMAGE_SIDE, IMAGE_SIDE), (0, 0, 0, 128)).save(path, format="JPEG", quality=95)
+
+
+def grey_near(rgb: Any, value: float, tolerance: float) -> str | None:
+    means = [round(float(channel), 1) for channel in rgb.reshape(-1, 3).mean(axis=0)]
+    if any(abs(mean - value) > tolerance for mean in means):
+        return f"channel means {means}, expected grey {value} +- {tolerance}"
+    return None
+
+
+def whole_mid_grey(rgb: Any) -> str | None:
+    return grey_near(rgb, 128, 12)
+
+
+def ramp_mid_grey(rgb: Any) -> str | None:
+    return grey_near(rgb, 128, 16)
+
+
+def halves(rgb: Any) -> tuple[Any, Any]:
+    quarter = IMAGE_SIDE // 4
+    return rgb[:, 4 : 2 * quarter - 4], rgb[:, 2 * quarter + 4 : -4]
+
+
+def la_seen(rgb: Any) -> str | None:
+    opaque, transparent = halves(rgb)
+    problem = grey_near(opaque, 128, 12)
+    if problem:
+        return f"the opaque half: {problem}"
+    hidden = float(transparent.mean())
+    return f"the transparent half shows its hidden grey 37 (mean {hidden:.1f})" if abs(hidden - 37) < 12 else None
+
+
+def palette_seen(rgb: Any) -> str | None:
+    opaque, transparent = halves(rgb)
+    problem = grey_near(opaque, 128, 12)
+    if problem:
+        return f"the opaque half: {problem}"
+    red, green, blue = (float(value) for value in transparent.reshape(-1, 3).mean(axis=0))
+    if green - max(red, blue) > 100:
+        return f"the transparent half shows its hidden palette green (RGB means {red:.0f}, {green:.0f}, {blue:.0f})"
+    return None
+
+
+# A fallback when the recording hook did not fire: the project's conversion (`vqa.data.images.to_rgb`) if it exists,
+# else what predict did before it (PIL's convert("RGB")), applied to the file; argv: image, output .npy.
+CONVERT_SNIPPET = """
+import sys
+import numpy
+from PIL import Image
+try:
+    from vqa.data.images import to_rgb
+except ImportError:
+    to_rgb, how = (lambda image: image.convert("RGB")), "PIL convert('RGB'), as predict did (no vqa.data.images.to_rgb)"
+else:
+    how = "vqa.data.images.to_rgb"
+with Image.open(sys.argv[1]) as image:
+    numpy.save(sys.argv[2], numpy.asarray(to_rgb(image), dtype=numpy.float32))
+print(how)
+"""
+
+
+def image_mode_case(name: str, write: Callable[[Path], Any], suffix: str, judge: Callable[[Any], str | None]) -> Case:
+    def prepare(fx: Fixtures, work: Path) -> Step:
+        work.mkdir(parents=True, exist_ok=True)
+        image = work / f"image{suffix}"
+        write(image)
+        step = predict_step(fx.fast_run() / "checkpoint", image)
+        step.env = {"PYTHONPATH": str(fx.hooks()), "FAULT_SURVEY_RECORD_PIXELS": str(work / "seen.npy")}
+        return step
+
+    def check(outcome: Outcome, work: Path) -> str | None:
+        import numpy as np
+
+        seen = work / "seen.npy"
+        if seen.is_file():
+            return judge(np.load(seen))
+        converted = work / "converted.npy"
+        done = subprocess.run(
+            [PY, "-c", CONVERT_SNIPPET, str(work / f"image{suffix}"), str(converted)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
+        if done.returncode != 0:
+            return f"no pixels recorded, and the conversion snippet failed: {done.stderr.strip()[-200:]}"
+        problem = judge(np.load(converted))
+        how = f"no pixels recorded from predict; the file converted by {done.stdout.strip()}"
+        check.__doc__ = f"{how}: {judge.__doc__}"  # the evidence this case's record names
+        return f"{problem} ({how})" if problem else None
+
+    check.__doc__ = "the pixel values predict gave the model (recorded at VQAProcessor.__call__) show " + (
+        judge.__doc__ or judge.__name__
+    )
+    return Case(name, "image_modes", HANDLED, prepare, check, needs=("fast_run",))
+
+
+whole_mid_grey.__doc__ = "a mid-grey image (channel means 128 +- 12)"
+ramp_mid_grey.__doc__ = "the 0-1 ramp as mid-grey on average (128 +- 16)"
+la_seen.__doc__ = "the opaque half mid-grey and the transparent half not its hidden grey 37"
+palette_seen.__doc__ = "the opaque half mid-grey and the transparent half not its hidden palette green"
+
+
+def image_mode_cases() -> list[Case]:
+    return [
+        image_mode_case(
+            "image_modes: predict on a 16-bit greyscale PNG (I;16, 32768)", write_i16, ".png", whole_mid_grey
+        ),
+        image_mode_case(
+            "image_modes: predict on a palette PNG with a transparent colour", write_palette, ".png", palette_seen
+        ),
+        image_mode_case("image_modes: predict on a greyscale PNG with alpha (LA)", write_la, ".png", la_seen),
+        image_mode_case("image_modes: predict on a CMYK JPEG (K=128)", write_cmyk, ".jpg", whole_mid_grey),
+        image_mode_case(
+            "image_modes: predict on a 32-bit float TIFF (F, 0-1 ramp)", write_float, ".tif", ramp_mid_grey
+        ),
+    ]
+
+
+# init_from with a model override --------------------------------------------------------------------------------------
+
+
+def recorded_as_trained(key: str, read: Callable[[dict[str, Any]], Any], normal: Callable[[Any], Any]) -> Check:
+    def check(outcome: Outcome, work: Path) -> str | None:
+        import yaml
+
+        run_dir = work / "run"
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        recorded = normal((config.get("model") or {}).get(key))
+        trained = normal(read(json.loads((run_dir / "checkpoint" / "config.json").read_text())))
+        if recorded != trained:
+            return f"config.yaml records model.{key} {recorded!r}, the trained checkpoint/config.json has {trained!r}"
+        return None
+
+    check.__doc__ = f"config.yaml's model.{key} equals what the run's checkpoint/config.json holds"
+    return check
+
+
+def init_from_case(name: str, check: Check, *overrides: str) -> Case:
+    def prepare(fx: Fixtures, work: Path) -> Step:
+        return train_step(work, (f"init_from={fx.fast_run()}", *overrides))
+
+    # refused in one line, or accepted with the model that was trained recorded as such
+    return Case(name, "init_from", EITHER, prepare, check, needs=("fast_run",))
+
+
+def init_from_cases() -> list[Case]:
+    def targets(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            value = value.get("targets")
+        return sorted(value or [])
+
+    return [
+        init_from_case(
+            "init_from: a tokens-fusion run with model.fusion=pooled",
+            recorded_as_trained("fusion", lambda config: config.get("fusion"), str),
+            "model.fusion=pooled",
+        ),
+        init_from_case(
+            "init_from: a run without LoRA with model.lora.targets=[decoder]",
+            recorded_as_trained("lora", lambda config: config.get("lora"), targets),
+            "model.lora.targets=[decoder]",
+        ),
+    ]
+
+
+# options: wrong values, wrong types, options with no effect -----------------------------------------------------------
+
+
+def options_case(name: str, *overrides: str, init_from: bool = False) -> Case:
+    def prepare(fx: Fixtures, work: Path) -> Step:
+        start = (f"init_from={fx.fast_run()}",) if init_from else ()
+        return train_step(work, (*start, *overrides))
+
+    return Case(name, "options", ERROR, prepare, no_run_folder, needs=("fast_run",) if init_from else ())
+
+
+def options_cases() -> list[Case]:
+    return [
+        options_case(
+            "options: model.lora.alpha=0 (with LoRA on)", "model.lora.targets=[decoder]", "model.lora.alpha=0"
+        ),
+        options_case("options: model.cross_attention_gate=maybe", "model.cross_attention_gate=maybe"),
+        options_case(
+            "options: objective=rl objective.samples=abc", "objective=rl", "objective.samples=abc", init_from=True
+        ),
+        options_case(
+            "options: objective=rl +objective.nonsense=1", "objective=rl", "+objective.nonsense=1", init_from=True
+        ),
+        options_case(
+            "options: model.fusion=resampler model.resampler.latents=abc",
+            "model.fusion=resampler",
+            "model.resampler.latents=abc",
+        ),
+        options_case(
+            "options: model.fusion=resampler model.resampler.heads=2.5",
+            "model.fusion=resampler",
+            "model.resampler.heads=2.5",
+        ),
+        options_case("options: model.dropout=1.5", "model.dropout=1.5"),
+        options_case(
+            "options: model.resampler.latents=16 with fusion=tokens (no effect)",
+            "model.fusion=tokens",
+            "model.resampler.latents=16",
+        ),
+        options_case("options: model.lora.r=4 without LoRA targets (no effect)", "model.lora.r=4"),
+    ]
+
+
+# encoders of families the model cannot use ----------------------------------------------------------------------------
+
+
+def encoder_folders(fx: Fixtures) -> dict[str, Path]:
+    """Random-init checkpoint folders (save_pretrained, as a hub download leaves them) of DistilBERT, T5, ViT, Swin
+    and GPT-2, with the debug=fast run's tokenizers and image processor."""
+
+    def make() -> dict[str, Path]:
+        import torch
+        from transformers import (
+            AutoModel,
+            AutoTokenizer,
+            DistilBertConfig,
+            GPT2Config,
+            GPT2LMHeadModel,
+            SwinConfig,
+            T5Config,
+            ViTConfig,
+        )
+
+        checkpoint = fx.fast_run() / "checkpoint"
+        questions = AutoTokenizer.from_pretrained(checkpoint / "question_tokenizer")
+        answers = AutoTokenizer.from_pretrained(checkpoint / "answer_tokenizer")
+        small = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+        text = {
+            "distilbert": DistilBertConfig(vocab_size=len(questions), dim=32, n_layers=1, n_heads=2, hidden_dim=64),
+            "t5": T5Config(vocab_size=len(questions), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2),
+        }
+        image = {
+            "vit": ViTConfig(hidden_size=32, image_size=IMAGE_SIDE, patch_size=8, **small),
+            "swin": SwinConfig(
+                image_size=IMAGE_SIDE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4
+            ),
+        }
+        root = fx.tmp / "encoders"
+        torch.manual_seed(0)
+        paths = {name: root / name for name in [*text, *image, "gpt2"]}
+        for name, config in text.items():
+            AutoModel.from_config(config).save_pretrained(paths[name])
+            questions.save_pretrained(paths[name])
+        for name, config in image.items():
+            AutoModel.from_config(config).save_pretrained(paths[name])
+            shutil.copyfile(checkpoint / "preprocessor_config.json", paths[name] / "preprocessor_config.json")
+        decoder = GPT2Config(vocab_size=len(answers), n_embd=32, n_layer=1, n_head=2, n_positions=16)
+        decoder.pad_token_id, decoder.bos_token_id, decoder.eos_token_id = 0, 1, 2
+        GPT2LMHeadModel(decoder).save_pretrained(paths["gpt2"])
+        answers.save_pretrained(paths["gpt2"])
+        return paths
+
+    return fx.once("encoders", make)
+
+
+def no_data_build(outcome: Outcome, work: Path) -> str | None:
+    """no record of a vqa.data logger (the data build had not started) and no run folder"""
+    if re.search(r"\]\[vqa\.data[.\]]", log_of(outcome)):
+        return "the data build had started (a vqa.data log record)"
+    return no_run_folder(outcome, work)
+
+
+def encoder_case(name: str, text: str, image: str, family: str | None) -> Case:
+    """`family` None: the control (DistilBERT and ViT folders train); else one line naming it, before the data."""
+
+    def prepare(fx: Fixtures, work: Path) -> Step:
+        folders = encoder_folders(fx)
+        chosen = (f"model.text_encoder={folders[text]}", f"model.image_encoder={folders[image]}")
+        return train_step(work, ("model=base", *chosen, f"model.decoder={folders['gpt2']}"))
+
+    def trained(outcome: Outcome, work: Path) -> str | None:
+        """the run trained with these folders and wrote metrics.json (the fixture folders are sound)"""
+        return None if (work / "run" / "metrics.json").is_file() else "no metrics.json"
+
+    if family is None:
+        return Case(name, "encoders", HANDLED, prepare, trained, needs=("fast_run",))
+    check = both(line_names((family,)), no_data_build)
+    return Case(name, "encoders", ERROR, prepare, check, needs=("fast_run",))
+
+
+def encoder_cases() -> list[Case]:
+    return [
+        encoder_case("encoders: DistilBERT and ViT folders (control)", "distilbert", "vit", None),
+        encoder_case("encoders: a T5 folder as model.text_encoder", "t5", "vit", "t5"),
+        encoder_case("encoders: a Swin folder as model.image_encoder", "distilbert", "swin", "swin"),
+    ]
+
+
+# rewards that return the wrong thing ----------------------------------------------------------------------------------
+
+
+def reward_case(name: str, reward: str) -> Case:
+    return Case(
+        name,
+        "rewards",
+        ERROR,
+        lambda fx, work: rl_step(fx, work, reward),
+        line_names((reward,)),
+        needs=("fast_run",),
+    )
+
+
+def reward_cases() -> list[Case]:
+    def pipeline(fx: Fixtures, work: Path) -> Step:
+        return rl_step(
+            fx,
+            work,
+            None,
+            "objective.reward._target_=vqa.training.rewards.PipelineReward",
+            f"+objective.reward.model={work / 'no-such-reward-model'}",
+            "~objective.reward._partial_",
+        )
+
+    return [
+        reward_case("rewards: a reward returning one score too many", "wrong_count_reward"),
+        reward_case("rewards: a reward returning a string", "string_reward"),
+        reward_case("rewards: a reward returning None", "none_reward"),
+        Case(
+            "rewards: PipelineReward with a model folder that does not exist",
+            "rewards",
+            ERROR,
+            pipeline,
+            both(line_names(("PipelineReward", "objective.reward")), no_run_folder),
+            needs=("fast_run",),
+        ),
+    ]
+
+
+# services: launchers, searches, the demo, predict's arguments ---------------------------------------------------------
+
+
+def services_cases() -> list[Case]:
+    def sweep(work: Path, *overrides: str, flags: tuple[str, ...] = ()) -> Step:
+        return Step([PY, "train.py", *flags, *FAST, *overrides, f"hydra.sweep.dir={work / 'sweep'}"])
+
+    garbage = b"this is not an SQLite database\n"
+
+    def not_sqlite(fx: Fixtures, work: Path) -> Step:
+        (work / "sweep").mkdir(parents=True)
+        (work / "sweep" / "optuna.db").write_bytes(garbage)
+        return sweep(work, "hparams_search=optuna", "hydra.sweeper.n_trials=1")
+
+    def storage_kept(outcome: Outcome, work: Path) -> str | None:
+        """optuna.db is left as it was"""
+        return None if (work / "sweep" / "optuna.db").read_bytes() == garbage else "optuna.db was overwritten"
+
+    ports: dict[Path, int] = {}
+
+    def port_in_use(fx: Fixtures, work: Path) -> Step:
+        import socket
+
+        run_dir = fx.fast_run()
+        work.mkdir(parents=True, exist_ok=True)
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        ports[work] = held.getsockname()[1]
+        argv = [PY, "-m", "vqa.inspection.demo", "--checkpoint", str(run_dir), "--port", str(ports[work])]
+        step = Step(argv, setup=f"port {ports[work]} held open by the survey", timeout=120)
+        step.cleanup.append(held.close)
+        return step
+
+    def names_port(outcome: Outcome, work: Path) -> str | None:
+        """the error line names the port"""
+        return None if str(ports[work]) in the_error_line(outcome) else "the error line does not name the port"
+
+    def bomb(side: int) -> Callable[[Fixtures, Path], Step]:
+        return lambda fx, work: predict_step(fx.fast_run() / "checkpoint", fx.bomb(side))
+
+    def latin1_question(fx: Fixtures, work: Path) -> Step:
+        step = predict_step(fx.fast_run() / "checkpoint", fx.image())
+        step.argv[step.argv.index(QUESTION)] = "what café is this?".encode("latin-1")
+        return step
+
+    return [
+        Case(
+            "services: -m hydra/launcher=slurm on a machine without SLURM",
+            "services",
+            ERROR,
+            lambda fx, work: sweep(work, "hydra/launcher=slurm", flags=("-m",)),
+            line_names(("slurm", "sbatch")),
+        ),
+        Case(
+            "services: hparams_search=optuna hydra.sweeper.n_trials=0",
+            "services",
+            ERROR,
+            lambda fx, work: sweep(work, "hparams_search=optuna", "hydra.sweeper.n_trials=0"),
+            line_names(("n_trials",)),
+        ),
+        Case(
+            "services: hparams_search=optuna with an optuna.db that is not SQLite",
+            "services",
+            ERROR,
+            not_sqlite,
+            both(line_names(("optuna.db", "storage")), storage_kept),
+        ),
+        Case(
+            "services: demo on a port in use",
+            "services",
+            ERROR,
+            port_in_use,
+            names_port,
+            needs=("fast_run",),
+        ),
+        Case(
+            "services: predict on a decompression bomb 100 Mpx PNG",
+            "services",
+            ERROR,
+            bomb(10000),
+            needs=("fast_run",),
+        ),
+        Case(
+            "services: predict on a decompression bomb 196 Mpx PNG",
+            "services",
+            ERROR,
+            bomb(14000),
+            needs=("fast_run",),
+        ),
+        Case(
+            "services: predict with a --question that is not UTF-8 (latin-1 bytes)",
+            "services",
+            ERROR,
+            latin1_question,
+            needs=("fast_run",),
+        ),
+    ]
+
+
+# reports and scoring on damaged folders -------------------------------------------------------------------------------
+
+
+def report_cases() -> list[Case]:
+    def damaged_run(name: str, damage: Callable[[Path], Any]) -> Callable[[Fixtures, Path], Step]:
+        def prepare(fx: Fixtures, work: Path) -> Step:
+            run_dir = work / "run"
+            shutil.copytree(fx.fast_run(), run_dir)
+            damage(run_dir / name)
+            return Step([PY, "-m", "vqa.inspection.report", str(run_dir)])
+
+        return prepare
+
+    def sweep_with_damaged_overrides(fx: Fixtures, work: Path) -> Step:
+        for job, fusion in enumerate(("tokens", "pooled")):
+            hydra_dir = work / "sweep" / str(job) / ".hydra"
+            hydra_dir.mkdir(parents=True)
+            (hydra_dir / "overrides.yaml").write_text(f"- model.fusion={fusion}\n")
+            shutil.copyfile(fx.fast_run() / "metrics.json", hydra_dir.parent / "metrics.json")
+        (work / "sweep" / "1" / ".hydra" / "overrides.yaml").write_text("model: [unclosed\n")
+        return Step([PY, "-m", "vqa.inspection.sweep_report", str(work / "sweep")])
+
+    def job_marked(outcome: Outcome, work: Path) -> str | None:
+        """report.csv is written with both jobs, and a line names job 1's overrides.yaml"""
+        import csv
+
+        table = work / "sweep" / "report.csv"
+        if not table.is_file():
+            return "no report.csv"
+        runs = [row.get("run") for row in csv.DictReader(table.read_text().splitlines())]
+        if runs != ["0", "1"]:
+            return f"report.csv lists runs {runs}, expected 0 and 1"
+        if not any("overrides.yaml" in line for line in log_of(outcome).splitlines()):
+            return "no line names the damaged overrides.yaml"
+        return None
+
+    def score(fx: Fixtures, work: Path, folder_as: str) -> Step:
+        root = fx.v2_pristine()
+        (work / "folder").mkdir(parents=True)
+        results = work / "results.json"
+        results.write_text("[]")
+        files = {"--questions": root / VAL_Q, "--annotations": root / VAL_A, "--results": results}
+        files[folder_as] = work / "folder"
+        return Step([PY, "-m", "vqa.evaluation.score_files", *(str(item) for pair in files.items() for item in pair)])
+
+    return [
+        Case(
+            "report: report CLI on a run with a damaged predictions.json",
+            "report",
+            EITHER,
+            damaged_run("predictions.json", truncate),
+            warns_about("predictions.json"),
+            needs=("fast_run",),
+        ),
+        Case(
+            "report: report CLI on a run with a damaged config.yaml",
+            "report",
+            EITHER,
+            damaged_run("config.yaml", lambda path: path.write_text("model: [unclosed\n")),
+            warns_about("config.yaml"),
+            needs=("fast_run",),
+        ),
+        Case(
+            "report: sweep_report with one job's .hydra/overrides.yaml damaged",
+            "report",
+            HANDLED,
+            sweep_with_damaged_overrides,
+            job_marked,
+            needs=("fast_run",),
+        ),
+        Case(
+            "report: score_files with a folder as --results",
+            "report",
+            ERROR,
+            lambda fx, work: score(fx, work, "--results"),
+        ),
+        Case(
+            "report: score_files with a folder as --questions",
+            "report",
+            ERROR,
+            lambda fx, work: score(fx, work, "--questions"),
+        ),
+    ]
+
+
 def all_cases(fx: Fixtures) -> list[Case]:
     return [
         *config_cases(),
@@ -1244,6 +2119,15 @@ def all_cases(fx: Fixtures) -> list[Case]:
         *resume_cases(fx),
         *kill_cases(fx),
         *cli_cases(),
+        *divergence_cases(),
+        *run_folder_cases(fx),
+        *image_mode_cases(),
+        *init_from_cases(),
+        *options_cases(),
+        *encoder_cases(),
+        *reward_cases(),
+        *services_cases(),
+        *report_cases(),
     ]
 
 
@@ -1264,14 +2148,22 @@ def run_case(fx: Fixtures, case: Case) -> dict[str, Any]:
         detail = str(error) if isinstance(error, FixtureError) else f"could not prepare the case: {error!r}"
         return {**record, "command": "", "exit_status": None, "outcome": "other", "detail": detail, "stderr_tail": ""}
     record["command"] = " ".join(
-        [*(f"{key}={shlex.quote(value)}" for key, value in step.env.items()), shlex.join(step.argv)]
+        [*(f"{key}={shlex.quote(value)}" for key, value in step.env.items()), shlex.join(map(shown, step.argv))]
     )
     if step.setup:
         record["setup"] = step.setup
-    if step.not_measured:
-        return {**record, "exit_status": None, "outcome": "other", "detail": step.not_measured, "stderr_tail": ""}
-    outcome = fx.run(step.argv, step.env, step.timeout)
-    verdict, detail = classify(case, outcome, work)
+    try:
+        if step.not_measured:
+            return {**record, "exit_status": None, "outcome": "other", "detail": step.not_measured, "stderr_tail": ""}
+        outcome = fx.run(step.argv, step.env, step.timeout)
+        if step.pick is not None:
+            outcome = step.pick(outcome)
+        verdict, detail = classify(case, outcome, work)
+    finally:
+        for process in step.background:
+            process.stop()
+        for cleanup in step.cleanup:
+            cleanup()
     tail = outcome.stderr.strip()[-1500:]
     return {
         **record,
@@ -1315,15 +2207,16 @@ def main(argv: list[str] | None = None) -> int:
     fx = Fixtures(tmp)
     cases = [case for case in all_cases(fx) if not args.only or args.only in case.name]
     names = [case.name for case in cases]
-    if len(set(names)) != len(names):
-        raise SystemExit("error: duplicate case names")
-    if not cases:
-        raise SystemExit(f"error: --only {args.only!r} matches no case")
+    refusal = "duplicate case names" if len(set(names)) != len(names) else None
+    refusal = refusal or (None if cases else f"--only {args.only!r} matches no case")
+    if refusal:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"error: {refusal}")
     start = time.perf_counter()
     try:
         fx.prepare_needed({name for case in cases for name in case.needs})
         # Longest first (training runs), so that the two workers finish together.
-        order = sorted(cases, key=lambda case: case.category not in ("resume", "kill -9", "data (train.py)"))
+        order = sorted(cases, key=lambda case: case.category not in LONG_CATEGORIES)
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             futures = {case.name: pool.submit(run_case, fx, case) for case in order}
             records = []
