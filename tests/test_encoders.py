@@ -247,7 +247,9 @@ def test_real_pretrained_minilm_as_question_encoder(folders: dict[str, Path]) ->
 
 
 def test_missing_folder_and_non_gpt2_decoder_are_one_line(folders: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"model\.text_encoder \(.*missing\): cannot load a config") as error:
+    with pytest.raises(
+        CheckpointError, match=r"model\.text_encoder \(.*missing\): folder .*missing does not exist"
+    ) as error:
         load_encoder(tmp_path / "missing", "text")
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match=r"model\.decoder \(.*bert\): a 'bert' model; expected a GPT-2-family"):

@@ -1,7 +1,8 @@
 """The checks a run makes before it builds anything: every setting whose mistake would otherwise show late (after
 the data is built) or never. Each is one line (ConfigError) naming the setting, what was found and what was expected.
 Model settings are checked by `vqa.model.settings` (which `VQAConfig` calls too), `trainer.args` by their
-`TrainingArguments` annotations (`vqa.training.arguments`).
+`TrainingArguments` annotations (`vqa.training.arguments`), the objective and any `_target_` node in it (its reward)
+by the signature and annotations of the class or function it names (`vqa.target_checks`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,35 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from vqa.errors import ConfigError
+from vqa.errors import ConfigError, UserError
 from vqa.evaluation.baselines import PRIOR_GROUPINGS
 from vqa.model.configuration import VQAConfig
-from vqa.model.settings import check_setting_names, model_settings
-from vqa.training.arguments import check_training_argument_types, type_name, value_fits
+from vqa.model.fusion import fusion_class
+from vqa.model.pretrained import check_local_components
+from vqa.model.settings import (
+    annotations_of,
+    check_setting_names,
+    check_settings_in_use,
+    check_values,
+    model_settings,
+    resampler_settings,
+    type_name,
+    value_fits,
+)
+from vqa.target_checks import (
+    check_target_node,
+    imported_target,
+    is_hydra_key,
+    plain,
+    takes_any_keyword,
+)
+from vqa.training.arguments import check_training_argument_types
 from vqa.training.init_from import FROM_CHECKPOINT
 
 SPLIT_NAMES = ("train", "validation", "test")  # what every `data` target returns
 MODEL_SETTINGS = tuple(inspect.signature(model_settings).parameters)  # the settings vqa.model.settings checks
+IN_USE_SETTINGS = tuple(inspect.signature(check_settings_in_use).parameters)  # and whether they have an effect
+COMPONENT_KEYS = tuple(inspect.signature(check_local_components).parameters)  # pretrained components by name or folder
 # This codebase's own settings with a type that a wrong value would not reveal until late (trainer.args are checked
 # against TrainingArguments' own annotations).
 SETTING_TYPES: dict[str, Any] = {
@@ -45,15 +66,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.num_beams: got {cfg.trainer.num_beams}, expected 1 (greedy) or more")
     # A resumed init_from run's model node records the checkpoint's settings (vqa.training.init_from): nothing to build.
     if FROM_CHECKPOINT not in cfg.model:
-        try:
-            model_settings(
-                **{key: plain(cfg.model.get(key)) for key in MODEL_SETTINGS if cfg.model.get(key) is not None}
-            )
-            check_setting_names(
-                [key for key in cfg.model if key != "_target_"], accepted_model_keys(cfg.model), cfg.model.get("fusion")
-            )
-        except ValueError as error:
-            raise ConfigError(f"model.{error}") from None
+        check_model(cfg.model, pretrained_components=not cfg.get("init_from"))
+    if cfg.get("objective") is not None:
+        check_target_node(cfg.objective, "objective")
     # keys(): `in` on a DictConfig is False for a missing (???) value.
     if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):  # noqa: SIM118
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
@@ -93,9 +108,43 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"feature_cache.dtype: got {cfg.feature_cache.dtype!r}, expected float16 or float32")
 
 
-def plain(value: Any) -> Any:
-    """A Hydra node as plain Python (lists and dicts); other values unchanged."""
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+def check_model(model: DictConfig, pretrained_components: bool = True) -> None:
+    """The `model` node: every value's type and range (from the builder's and `VQAConfig`'s annotations), unknown
+    keys, the settings `vqa.model.settings` checks, settings the model would ignore, and (with
+    `pretrained_components`) each component named by a folder, read and checked now (`check_local_components`).
+
+    Raises:
+        ConfigError, CheckpointError: one line naming the first wrong `model.` setting.
+    """
+    builder = imported_target(model, "model")
+    values = {key: plain(model[key]) for key in model if not is_hydra_key(key)}
+    try:
+        check_values(values, model_setting_hints(builder))  # first: the checks below assume the types
+        check_setting_names(values, accepted_model_keys(model), values.get("fusion", "tokens"))
+        model_settings(**{key: values[key] for key in MODEL_SETTINGS if values.get(key) is not None})
+        check_settings_in_use(**{key: values[key] for key in IN_USE_SETTINGS if values.get(key) is not None})
+    except UserError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"model.{error}") from None
+    components = {key: values[key] for key in COMPONENT_KEYS if values.get(key) is not None}
+    decoder = check_local_components(**components) if pretrained_components and components else None
+    # The resampler's heads must divide the decoder width: the tiny preset's hidden_size, a pretrained GPT-2's n_embd.
+    width = decoder.n_embd if decoder is not None else values.get("hidden_size")
+    if "resampler" in fusion_class(values.get("fusion", "tokens")).reads_settings and isinstance(width, int):
+        try:
+            resampler_settings(values.get("resampler"), width)
+        except ValueError as error:
+            raise ConfigError(f"model.{error}") from None
+
+
+def model_setting_hints(builder: Any) -> dict[str, Any]:
+    """The annotated types of the `model` node's keys: the builder's parameters and, when it passes the rest on
+    (`**settings`), VQAConfig's."""
+    hints = dict(annotations_of(builder))
+    if takes_any_keyword(inspect.signature(builder).parameters):
+        hints = {**annotations_of(VQAConfig), **hints}
+    return hints
 
 
 def accepted_model_keys(model: DictConfig) -> set[str]:

@@ -11,7 +11,8 @@ SQLite file inside the sweep folder from continuing as one search:
 
 `ContinuingOptunaSweeper` creates the folder, numbers each job after the trials the study already holds (job folder
 N is Optuna's trial N, and the sweep table lists every trial of the search) and, when it continues a study,
-reseeds the sampler.
+reseeds the sampler. Before all that, when Hydra builds it, it checks the search's own settings and its SQLite file
+(`checks.py`): a mistake there is one line on stderr and exit status 2, before any trial.
 """
 
 from __future__ import annotations
@@ -24,14 +25,22 @@ from typing import Any
 import yaml
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
+from hydra_plugins.vqa_optuna_search.checks import SQLITE_PREFIX, check_search_settings
+from vqa.errors import exit_on_user_error
+
 logger = logging.getLogger(__name__)
 
-SQLITE_PREFIX = "sqlite:///"
 NO_COMPLETED_TRIAL = "No trials are completed yet."  # optuna 2.10's error for the best trial of such a study
 
 
 class ContinuingOptunaSweeper(OptunaSweeper):
     """The plugin's `OptunaSweeper`; a rerun of the same command continues the study where it stopped."""
+
+    def __init__(self, **settings: Any) -> None:
+        # Raised in a sweeper's constructor, a user error would reach train.py as a traceback: exit here instead.
+        with exit_on_user_error():
+            check_search_settings(**settings)
+        super().__init__(**settings)
 
     def sweep(self, arguments: list[str]) -> Any:
         storage, study_name = self.sweeper.storage, self.sweeper.study_name

@@ -1,6 +1,7 @@
 """Model-and-processor builders named by the Hydra `model` group's `_target_`.
 
-Each returns `(VQAModel, VQAProcessor)` with matching vocabularies and special-token ids.
+Each returns `(VQAModel, VQAProcessor)` with matching vocabularies and special-token ids. The annotations are the
+settings' types and ranges (`vqa.model.settings`): the run's checks read them before any data is built.
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ from vqa.data.schema import column
 from vqa.model.configuration import VQAConfig
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
+from vqa.model.settings import PositiveInt, Probability
 
 
 def tiny_model_and_processor(
     train_split: Dataset,
-    hidden_size: int = 128,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    image_size: int = 64,
-    patch_size: int = 8,
-    dropout: float = 0.1,
-    question_vocab_size: int = 1000,
-    answer_vocab_size: int = 300,
-    max_question_length: int = 32,
-    max_answer_length: int = 8,
+    hidden_size: PositiveInt = 128,
+    num_layers: PositiveInt = 2,
+    num_heads: PositiveInt = 4,
+    image_size: PositiveInt = 64,
+    patch_size: PositiveInt = 8,
+    dropout: Probability = 0.1,
+    question_vocab_size: PositiveInt = 1000,
+    answer_vocab_size: PositiveInt = 300,
+    max_question_length: PositiveInt = 32,
+    max_answer_length: PositiveInt = 8,
     vision_conv_stem: bool = True,
     conditioned_bos: bool = True,
     **settings: Any,
@@ -70,9 +72,9 @@ def pretrained_model_and_processor(
     text_encoder: str,
     image_encoder: str,
     decoder: str,
-    dropout: float | None = None,
-    max_question_length: int = 32,
-    max_answer_length: int = 8,
+    dropout: Probability | None = None,
+    max_question_length: PositiveInt = 32,
+    max_answer_length: PositiveInt = 8,
     **settings: Any,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 from transformers import AutoConfig, DistilBertConfig, GPT2Config, PretrainedConfig, ViTConfig
 
 from vqa.model.encoders import as_sub_config, check_image_encoder, check_text_encoder
-from vqa.model.settings import Inputs, model_settings
+from vqa.model.fusion import fusion_class
+from vqa.model.settings import Inputs, PositiveInt, annotations_of, check_values, model_settings, resampler_settings
 
 
 class VQAConfig(PretrainedConfig):
@@ -64,10 +65,25 @@ class VQAConfig(PretrainedConfig):
         lora: dict[str, Any] | None = None,
         inputs: Inputs = "both",
         freeze: str | list[str] = "nothing",
-        max_answer_tokens: int = 8,
+        max_answer_tokens: PositiveInt = 8,
         **kwargs: Any,
     ) -> None:
+        own = {
+            "fusion": fusion,
+            "projection_layer_norm": projection_layer_norm,
+            "modality_embeddings": modality_embeddings,
+            "vision_conv_stem": vision_conv_stem,
+            "conditioned_bos": conditioned_bos,
+            "cross_attention_gate": cross_attention_gate,
+            "resampler": resampler,
+            "lora": lora,
+            "inputs": inputs,
+            "freeze": freeze,
+            "max_answer_tokens": max_answer_tokens,
+        }
         try:  # a wrong setting fails here, before any weights are built
+            # Types and ranges from this signature's annotations: a string "maybe" for a switch would be truthy.
+            check_values(own, annotations_of(VQAConfig))
             settings = model_settings(fusion, inputs, freeze, lora, resampler)
         except ValueError as error:
             raise ValueError(f"VQAConfig.{error}") from None
@@ -76,6 +92,11 @@ class VQAConfig(PretrainedConfig):
         check_text_encoder(self.text_config, "VQAConfig.text_config")
         check_image_encoder(self.vision_config, "VQAConfig.vision_config")
         self.decoder_config = _as_config(decoder_config, GPT2Config)
+        if "resampler" in fusion_class(fusion).reads_settings:
+            try:  # its latents attend at the decoder's width, which the heads must divide
+                resampler_settings(resampler, self.decoder_config.n_embd)
+            except ValueError as error:
+                raise ValueError(f"VQAConfig.{error}") from None
         # The decoder reads the fused encoder sequence through cross-attention in every block.
         self.decoder_config.add_cross_attention = True
         self.decoder_config.is_decoder = True

@@ -12,12 +12,17 @@ DeiT's CLS and distillation token, none for SigLIP), then the P = rows x cols pa
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
@@ -25,6 +30,7 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from vqa.errors import CheckpointError, ConfigError, one_line
 from vqa.model.encoder_inputs import EncoderInputs
 
+logger = logging.getLogger(__name__)
 DEFAULT_MODEL_TYPES = {"text_config": "distilbert", "vision_config": "vit"}
 # Settings that leave out a pooling head the VQA model never reads (under DDP an unused trainable parameter is an
 # error). `add_pooling_layer` is an __init__ argument (ViT, DeiT, BERT, RoBERTa); `vision_use_head` a config field
@@ -63,24 +69,67 @@ def as_sub_config(value: PretrainedConfig | dict[str, Any] | None, default_model
     return value
 
 
+def checkpoint_location(name_or_path: str | os.PathLike[str], source: str) -> str:
+    """`name_or_path` as given, once it can be a checkpoint: an existing folder, or a hub name. A path that is
+    neither (transformers would call it a malformed hub repo id) is one line saying the folder does not exist.
+
+    Raises:
+        CheckpointError: naming `source` and the missing folder.
+    """
+    location = str(name_or_path)
+    if Path(location).expanduser().is_dir():
+        return str(Path(location).expanduser())
+    try:
+        validate_repo_id(location)
+    except HFValidationError:
+        raise CheckpointError(f"{source}: folder {location} does not exist (nor is it a hub name)") from None
+    return location
+
+
 def pretrained_config(name_or_path: str | os.PathLike[str], source: str) -> PretrainedConfig:
     """The config of a checkpoint (hub name or local folder); one line (CheckpointError) when there is none."""
+    location = checkpoint_location(name_or_path, source)
     try:
-        return AutoConfig.from_pretrained(name_or_path)
+        return AutoConfig.from_pretrained(location)
     except (OSError, ValueError) as error:
         raise CheckpointError(
             f"{source}: cannot load a config ({one_line(error)}); expected a hub name or a folder with config.json"
         ) from None
 
 
+def local_config(name_or_path: str | os.PathLike[str], source: str) -> PretrainedConfig | None:
+    """The config of a checkpoint when it can be read without the network (a folder, or a hub name already in the
+    local cache), else None: the run's checks read what they can before any data is built, and the model build reads
+    the rest. A folder that does not exist, or one without a readable config, is refused (CheckpointError)."""
+    location = checkpoint_location(name_or_path, source)
+    if Path(location).is_dir():
+        return pretrained_config(location, source)
+    try:
+        return AutoConfig.from_pretrained(location, local_files_only=True)
+    except (OSError, ValueError):  # not in the cache: the model build downloads and checks it
+        return None
+
+
 def check_text_encoder(config: PretrainedConfig, source: str = "model.text_encoder") -> None:
-    """Refuse, in one line, a config that is not a text encoder's."""
+    """Refuse, in one line, a config that is not a text encoder's: the question encoder runs on `input_ids` (and
+    the attention mask) alone and must give one state per question token."""
+    expected = (
+        "expected a text encoder that runs on input_ids alone and returns last_hidden_state per question token "
+        "(distilbert, bert, roberta, ...)"
+    )
     if hasattr(config, "vision_config") or hasattr(config, "patch_size"):
+        raise ConfigError(f"{source}: a {config.model_type!r} model is not a text encoder; {expected}")
+    if getattr(config, "is_encoder_decoder", False):
+        # T5, BART, ...: AutoModel gives the whole encoder-decoder, whose forward wants decoder inputs too.
         raise ConfigError(
-            f"{source}: a {config.model_type!r} model is not a text encoder; expected one whose output has "
-            "last_hidden_state over the question tokens (distilbert, bert, roberta, ...)"
+            f"{source}: a {config.model_type!r} model is an encoder-decoder (its forward needs decoder inputs); "
+            f"{expected}"
         )
-    _model_class(config, source)
+    forward = inspect.signature(_model_class(config, source).forward).parameters
+    if not {"input_ids", "attention_mask"} <= set(forward):
+        raise ConfigError(
+            f"{source}: a {config.model_type!r} model does not take input_ids and attention_mask; {expected}"
+        )
 
 
 def check_image_encoder(config: PretrainedConfig, source: str = "model.image_encoder") -> None:
@@ -91,6 +140,44 @@ def check_image_encoder(config: PretrainedConfig, source: str = "model.image_enc
             "image encoder (vit, deit, dinov2, or a clip / siglip checkpoint's vision tower)"
         )
     _model_class(config, source)
+
+
+def check_patch_tokens(config: PretrainedConfig, source: str = "model.image_encoder") -> None:
+    """Refuse, in one line, an image encoder whose `last_hidden_state` is not one state per patch of the regular
+    patch_size grid plus its prefix tokens: the attention maps and the report lay the image keys out on that grid.
+    A hierarchical encoder (Swin: its tokens are a merged grid) or a convolutional one (a feature map) is refused.
+
+    The encoder is built and run on the meta device (shapes only: no memory, no weights, well under a second for a
+    base-size model), so the check reads the family's real output rather than a list of family names. A family
+    that cannot run on the meta device is let through; its shapes are checked when the model first runs.
+    """
+    check_image_encoder(config, source)
+    size = getattr(config, "image_size", None)
+    height, width = _pair(size) if isinstance(size, int | list | tuple) else (224, 224)
+    rows, cols = patch_grid(config, height, width)
+    model_class = _model_class(config, source)
+    try:
+        with torch.device("meta"):
+            encoder = model_class(_without_pooling_head(copy.deepcopy(config)), **_init_arguments(model_class))
+            pixels = torch.zeros(1, getattr(config, "num_channels", 3), height, width)
+            shape = tuple(encoder(pixel_values=pixels).last_hidden_state.shape)
+    except Exception:  # a family the meta device cannot run: left to the first forward pass
+        logger.debug("%s: shapes of a %r encoder not checked on the meta device", source, config.model_type)
+        return
+    expected = (
+        f"expected one state per {config.patch_size}x{config.patch_size} patch ({rows * cols} for a {height}x{width} "
+        "image) plus prefix tokens, as vit, deit, dinov2 and clip / siglip vision towers give"
+    )
+    if len(shape) != 3:
+        raise ConfigError(
+            f"{source}: a {config.model_type!r} model returns a {'x'.join(map(str, shape[1:]))} feature map, not a "
+            f"sequence of patch states; {expected}"
+        )
+    if shape[1] < rows * cols:
+        raise ConfigError(
+            f"{source}: a {config.model_type!r} model returns {shape[1]} states for a {height}x{width} image (its "
+            f"tokens are merged patches, not a grid of {config.patch_size}x{config.patch_size} patches); {expected}"
+        )
 
 
 def vision_tower_config(config: PretrainedConfig) -> PretrainedConfig:
@@ -124,16 +211,24 @@ def load_encoder(name_or_path: str | os.PathLike[str], role: str, dropout: float
         dropout: every dropout probability of the encoder (`with_dropout`); None keeps the checkpoint's.
     """
     source = f"model.{role}_encoder ({name_or_path})"
-    config = pretrained_config(name_or_path, source)
-    if role == "image":
-        config = vision_tower_config(config)
-        check_image_encoder(config, source)
-    else:
-        check_text_encoder(config, source)
+    config = check_encoder_family(pretrained_config(name_or_path, source), role, source)
     model_class = _model_class(config, source)
     return model_class.from_pretrained(
-        name_or_path, config=with_dropout(_without_pooling_head(config), dropout), **_init_arguments(model_class)
+        checkpoint_location(name_or_path, source),
+        config=with_dropout(_without_pooling_head(config), dropout),
+        **_init_arguments(model_class),
     )
+
+
+def check_encoder_family(config: PretrainedConfig, role: str, source: str) -> PretrainedConfig:
+    """The config of the encoder a `role` (`text` or `image`) checkpoint gives (an image checkpoint's vision tower),
+    once its family fits the role; one line (ConfigError) naming the family and what is expected otherwise."""
+    if role == "image":
+        config = vision_tower_config(config)
+        check_patch_tokens(config, source)
+    else:
+        check_text_encoder(config, source)
+    return config
 
 
 def unused_parameters(encoder: PreTrainedModel) -> list[nn.Parameter]:

@@ -94,6 +94,9 @@ class Fusion(nn.Module):
     # The fusion's own config keys (`+model.<key>=...`), read from the config it is built with; any other key that is
     # neither a VQAConfig argument nor declared here is refused in one line (vqa.model.settings.check_setting_names).
     own_settings: ClassVar[tuple[str, ...]] = ()
+    # The VQAConfig settings blocks the fusion reads (`resampler`): a run that changes one of them with a fusion that
+    # does not read it is refused (vqa.model.settings.check_settings_in_use), as it would have no effect.
+    reads_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()

@@ -77,9 +77,12 @@ class PerceiverResampler(TokenFusion):
     """The token fusion with each image's keys compressed to K latents: (B, Lq + K, Hd), segments `question` and
     `image`."""
 
+    reads_settings = ("resampler",)
+
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
-        self.resampler = LatentResampler(config.decoder_config.n_embd, resampler_settings(config.resampler))
+        width = config.decoder_config.n_embd
+        self.resampler = LatentResampler(width, resampler_settings(config.resampler, width))
 
     def image_keys(self, image_states: torch.FloatTensor) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
         return self.resampler(self.image_projection(image_states))

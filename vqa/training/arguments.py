@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from typing import Any
 
@@ -14,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments
 
 from vqa.errors import ConfigError
+from vqa.model.settings import type_name, value_fits
 
 # Set by `training_arguments`, not by `trainer.args`: a value there would be silently replaced.
 MANAGED_ARGUMENTS = ("output_dir", "seed", "report_to", "remove_unused_columns", "use_cpu", "label_names")
@@ -61,27 +61,3 @@ def check_training_argument_types(args: dict[str, Any]) -> None:
             raise ConfigError(
                 f"trainer.args.{name}: got {value!r} ({type(value).__name__}), expected {type_name(hints[name])}"
             )
-
-
-def value_fits(hint: Any, value: Any) -> bool:
-    """Whether `value` (from YAML or the command line) has the type `hint`; enums and containers are left to
-    TrainingArguments' own checks."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(value_fits(option, value) for option in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return True
-
-
-def type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(type_name(option) for option in typing.get_args(hint))
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))

@@ -11,11 +11,49 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from vqa.errors import ConfigError, exit_on_user_error
 
 logger = logging.getLogger("vqa")
 
 # Set by submitit in every task it starts ("slurm" or "local"); how submitit itself tells which cluster it is on.
 SUBMITIT_EXECUTOR = "SUBMITIT_EXECUTOR"
+# The launcher class of `hydra/launcher=slurm` (and of the plugin's own `submitit_slurm`).
+SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+# What submitit runs on the submitting machine: sbatch submits the job array, and its SLURM executor refuses to start
+# where srun is missing ('Could not detect "srun", are you indeed on a slurm cluster?', with a traceback).
+SLURM_COMMANDS = ("sbatch", "srun")
+
+
+def check_slurm_commands(launcher: DictConfig | None) -> None:
+    """A SLURM launcher needs SLURM's commands on this machine's PATH; any other launcher needs nothing here.
+
+    Raises:
+        ConfigError: one line naming the launcher, the missing commands and the alternatives.
+    """
+    if launcher is None or launcher.get("_target_") != SLURM_LAUNCHER:
+        return
+    missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
+    if missing:
+        raise ConfigError(
+            f"hydra/launcher=slurm: no {' or '.join(missing)} on PATH, so this machine cannot submit SLURM jobs; "
+            "run the command on a SLURM login node, or leave hydra/launcher out (jobs one after another here) or "
+            "use hydra/launcher=submitit_local"
+        )
+
+
+class SlurmCommandsCheck(Callback):
+    """Before a multirun starts (before its sweeper and launcher are built): `check_slurm_commands`, as one line on
+    stderr and exit status 2 (an exception in a Hydra callback would only be turned into a warning)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with exit_on_user_error():
+            check_slurm_commands(config.hydra.get("launcher"))
 
 
 def join_submitit_job() -> None:

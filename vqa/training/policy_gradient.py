@@ -20,9 +20,10 @@ Shapes: B questions in the batch, G samples each, S = B * G sampled answers of u
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +34,28 @@ from vqa.errors import ConfigError
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.modeling import VQAModel, labels_from_answers
 from vqa.model.processing import VQAProcessor
+from vqa.model.settings import (
+    NonNegativeInt,
+    NonNegativeNumber,
+    PositiveInt,
+    PositiveNumber,
+    Range,
+    annotations_of,
+    check_values,
+)
 from vqa.training.objectives import teacher_forced
-from vqa.training.rewards import Reward, vqa_accuracy_reward
+from vqa.training.rewards import Reward, checked_scores, vqa_accuracy_reward
 
-BASELINES = ("group", "greedy")
+logger = logging.getLogger(__name__)
+
+Baseline = Literal["group", "greedy"]
+RewardScale = Literal["none", "group", "batch"]
+LossType = Literal["dapo", "grpo", "dr_grpo"]
+TopP = Annotated[float, Range(low=0, high=1, low_open=True)]
+BASELINES, REWARD_SCALES, LOSS_TYPES = get_args(Baseline), get_args(RewardScale), get_args(LossType)
 QUESTIONS, HUMAN_ANSWERS, IMAGE_PATHS = "questions", "human_answers", "image_paths"  # keys of batch_extras
-REWARD_SCALES = ("none", "group", "batch")
-LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
+# Steps after which a run whose every advantage so far was 0 is warned about, if no training log came first.
+NO_SIGNAL_WARNING_STEPS = 10
 STD_EPSILON = 1e-4  # added to a standard deviation before dividing by it (as TRL)
 
 
@@ -162,34 +178,27 @@ class PolicyGradient:
     def __init__(
         self,
         reward: Reward | None = None,
-        samples: int = 4,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        baseline: str = "group",
-        scale_rewards: str = "group",
-        beta: float = 0.0,
-        loss_type: str = "dapo",
+        samples: PositiveInt = 4,
+        temperature: PositiveNumber = 1.0,
+        top_k: NonNegativeInt = 0,
+        top_p: TopP = 1.0,
+        baseline: Baseline = "group",
+        scale_rewards: RewardScale = "group",
+        beta: NonNegativeNumber = 0.0,
+        loss_type: LossType = "dapo",
     ) -> None:
-        for name, value, options in (
-            ("baseline", baseline, BASELINES),
-            ("scale_rewards", scale_rewards, REWARD_SCALES),
-            ("loss_type", loss_type, LOSS_TYPES),
-        ):
-            if value not in options:
-                raise ConfigError(f"objective.{name}: got {value!r}, expected one of {', '.join(options)}")
-        # One sample is its own group mean (every advantage 0) and has no standard deviation.
-        minimum = 2 if baseline == "group" or scale_rewards == "group" else 1
-        if not isinstance(samples, int) or samples < minimum:
-            raise ConfigError(
-                f"objective.samples: got {samples!r}, expected an integer >= {minimum} with baseline {baseline} "
-                f"and scale_rewards {scale_rewards}"
-            )
-        if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0 or beta < 0:
-            raise ConfigError(
-                f"objective: temperature {temperature}, top_k {top_k}, top_p {top_p}, beta {beta}; expected "
-                "temperature > 0, top_k >= 0, 0 < top_p <= 1, beta >= 0"
-            )
+        self.check_options(
+            {
+                "samples": samples,
+                "temperature": temperature,
+                "top_k": top_k,
+                "top_p": top_p,
+                "baseline": baseline,
+                "scale_rewards": scale_rewards,
+                "beta": beta,
+                "loss_type": loss_type,
+            }
+        )
         self.reward = reward or vqa_accuracy_reward
         self.samples = samples
         self.sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
@@ -200,6 +209,30 @@ class PolicyGradient:
         self.processor: VQAProcessor | None = None
         self.reference: VQAModel | None = None
         self._logged: dict[str, list[float]] = {}
+        # Steps so far, those whose every advantage was 0 and their rewards' sum: for the no-signal warning.
+        self._steps, self._steps_without_signal, self._reward_sum, self._rewards_seen = 0, 0, 0.0, 0
+        self._warned_no_signal = False
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse, in one line (ConfigError), an option of the wrong type or out of range: the types and ranges of
+        `__init__`'s annotations, the choices of the named options, and the samples a baseline needs. The run's
+        checks call it with the config's options (defaults filled in) before anything is built; `__init__` too.
+        """
+        try:
+            check_values(options, annotations_of(cls), prefix="objective.")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        for name, choices in (("baseline", BASELINES), ("scale_rewards", REWARD_SCALES), ("loss_type", LOSS_TYPES)):
+            if options[name] not in choices:
+                raise ConfigError(f"objective.{name}: got {options[name]!r}, expected one of {', '.join(choices)}")
+        # One sample is its own group mean (every advantage 0) and has no standard deviation.
+        minimum = 2 if "group" in (options["baseline"], options["scale_rewards"]) else 1
+        if options["samples"] < minimum:
+            raise ConfigError(
+                f"objective.samples: got {options['samples']!r}, expected an integer >= {minimum} with baseline "
+                f"{options['baseline']} and scale_rewards {options['scale_rewards']}"
+            )
 
     def bind(self, model: nn.Module, processor: VQAProcessor) -> None:
         """Keep the processor (to decode samples) and, with a KL penalty, a frozen copy of the starting model."""
@@ -212,6 +245,8 @@ class PolicyGradient:
         answer_tokens (EOS included), zero_std_questions (share of questions whose G rewards were all equal)."""
         values = {name: round(sum(entries) / len(entries), 4) for name, entries in self._logged.items() if entries}
         self._logged = {}
+        if self._steps and self._steps_without_signal == self._steps:
+            self._warn_no_signal()  # at the first training log, so that a short run hears of it too
         return values
 
     def __call__(
@@ -261,6 +296,7 @@ class PolicyGradient:
             self.beta,
         )
         self._record(rewards, advantages, labels, stats)
+        self._note_signal(rewards, advantages)
         return loss, PolicyGradientOutput(labels, answers, rewards.flatten(), advantages, logits)
 
     def score(
@@ -274,10 +310,31 @@ class PolicyGradient:
             answers=answers,
             human_answers=[batch[HUMAN_ANSWERS][example] for example in examples],
         )
-        scores = torch.as_tensor(scores, dtype=torch.float32, device=device).flatten()
-        if scores.shape[0] != len(answers):
-            raise ValueError(f"reward {self.reward!r}: returned {scores.shape[0]} scores for {len(answers)} answers")
-        return scores
+        return checked_scores(self.reward, scores, len(answers), device)
+
+    def _note_signal(self, rewards: torch.Tensor, advantages: torch.Tensor) -> None:
+        """Count the steps whose every advantage was 0 (no gradient but the KL penalty's); warn once when every step
+        so far was one, after NO_SIGNAL_WARNING_STEPS steps (or at the first training log, `log_values`)."""
+        self._steps += 1
+        self._steps_without_signal += int(not bool(advantages.abs().gt(0).any()))
+        self._reward_sum += float(rewards.sum())
+        self._rewards_seen += rewards.numel()
+        if self._steps_without_signal == self._steps >= NO_SIGNAL_WARNING_STEPS:
+            self._warn_no_signal()
+
+    def _warn_no_signal(self) -> None:
+        if self._warned_no_signal:
+            return
+        self._warned_no_signal = True
+        logger.warning(
+            "objective=rl: no learning signal in the first %d steps: every advantage was 0 (each question's sampled "
+            "answers scored alike against the %s baseline; mean reward %.3g), so the policy gets no gradient. A "
+            "random model's answers all score 0: start from a trained run (init_from=<run folder>), or use a reward "
+            "that tells the sampled answers apart",
+            self._steps,
+            self.baseline,
+            self._reward_sum / max(self._rewards_seen, 1),
+        )
 
     def _record(
         self, rewards: torch.Tensor, advantages: torch.Tensor, labels: torch.LongTensor, stats: dict[str, float]
