@@ -22,14 +22,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from vqa.errors import exit_on_user_error, exit_with
 from vqa.run import in_multirun, run, run_in_sweep
-from vqa.training.cluster import join_submitit_job
+from vqa.training.cluster import join_submitit_job, process_rank
 
 CONF = Path(__file__).resolve().parent / "conf"
 # `${or_else:a,b}` is a unless a is null: conf/config.yaml uses it for the run folder of a resumed run.
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
-# `${unless_resuming:resume,value}`: value for a new run, null for a resumed one.
+# `${own_hydra_files:resume}`: `.hydra` for a new run's first process; null (Hydra writes no files) for a resumed run,
+# which keeps its first start's, and for the other ranks of a distributed run, which share rank 0's folder: rank 0
+# writes them once it holds the folder's lock (vqa/run_folder.py).
 OmegaConf.register_new_resolver(
-    "unless_resuming", lambda resume, value: value if resume is None else None, replace=True
+    "own_hydra_files",
+    lambda resume: ".hydra" if resume is None and process_rank() == 0 else None,
+    replace=True,
 )
 
 

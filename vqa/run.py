@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 import transformers
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -31,10 +32,10 @@ from vqa.training.arguments import training_arguments
 from vqa.training.checkpoints import discard_incomplete, latest_complete_checkpoint
 from vqa.training.distributed import leave_process_group
 from vqa.training.fit import fit_model
-from vqa.training.init_from import start_from_trained
+from vqa.training.init_from import model_changes, start_from_trained
 from vqa.training.loggers import configure_wandb, log_sample_predictions
 from vqa.training.objectives import AnswerCrossEntropy, Objective
-from vqa.training.resume import record_overrides, resumed_config
+from vqa.training.resume import override_key, record_overrides, resumed_config
 
 logger = logging.getLogger("vqa")
 # What a run folder holds before training starts: Hydra's files and the resolved config.
@@ -144,6 +145,13 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
     return evaluation.validation_accuracy
 
 
+def composed_without(command_line: list[str]) -> DictConfig:
+    """The config this app composes from its defaults with only the command line's `init_from` (to tell which model
+    settings the rest of the command line changed, directly or through a group such as `variant=`)."""
+    kept = [override for override in command_line if override_key(override) == "init_from"]
+    return compose(config_name=HydraConfig.get().job.config_name, overrides=kept)
+
+
 def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     """Every check before anything is built (a resumed run's own config, the settings, `trainer.args`, the objective,
     `init_from`), then the seed, the loggers and the run folder's config.yaml."""
@@ -157,7 +165,9 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     objective = instantiate(cfg.objective) if cfg.get("objective") and network else AnswerCrossEntropy()
     trained = None
     if cfg.get("init_from") and network:  # a resumed run's model settings are those its config.yaml recorded
-        trained, cfg = start_from_trained(cfg, [] if cfg.get("resume") else list(HydraConfig.get().overrides.task))
+        command_line = list(HydraConfig.get().overrides.task)
+        changes = None if cfg.get("resume") else model_changes(cfg.model, composed_without(command_line).model)
+        trained, cfg = start_from_trained(cfg, changes, command_line)
     checkpoint = latest_complete_checkpoint(run_dir) if cfg.get("resume") else None
     transformers.set_seed(cfg.seed)
     configure_wandb(cfg, run_dir)
@@ -168,4 +178,5 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
         record_overrides(run_dir, applied)
         if checkpoint is not None:
             discard_incomplete(run_dir, checkpoint)
+            (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # why it stopped before: no longer so once it goes on
     return Prepared(cfg, args, objective, trained, checkpoint)

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vqa.errors import UserError, exit_on_user_error
+from vqa.training.cluster import process_rank
 
 logger = logging.getLogger("vqa")
 LOCK_FILE = ".lock"
@@ -52,7 +53,6 @@ def lock_run_folder(run_dir: Path, resuming: bool, setting: str = "hydra.run.dir
         ) from None
     except OSError as error:  # a file system without locks (some network mounts): run unprotected, and say so
         logger.warning("run folder %s: cannot be locked (%s); make sure no other run writes it", run_dir, error)
-        return lock
     if not resuming and (run_dir / RUN_CONFIG).is_file():
         lock.close()
         raise UserError(
@@ -68,7 +68,8 @@ def lock_run_folder(run_dir: Path, resuming: bool, setting: str = "hydra.run.dir
 
 class RunFolderLock(Callback):
     """The Hydra callback that locks a single run's folder before Hydra writes `.hydra/` and the log into it. Only
-    the first process of a distributed run (RANK 0, or no RANK) locks: the others share its folder.
+    the first process of a distributed run (rank 0 under torchrun or of a SLURM job, or a process alone) locks: the
+    others share its folder.
 
     A multirun's jobs each get a fresh numbered folder of the sweep and are not locked here."""
 
@@ -76,7 +77,7 @@ class RunFolderLock(Callback):
         self.lock: IO[str] | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if int(os.environ.get("RANK", "0")) != 0:
+        if process_rank() != 0:
             return
         resume = config.get("resume")
         setting = "resume" if resume else "hydra.run.dir"

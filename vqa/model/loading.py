@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 
 from vqa.errors import CheckpointError, one_line
 from vqa.model.configuration import VQAConfig
+from vqa.model.fusion import fusion_class
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import ANSWER_TOKENIZER_DIR, PROCESSOR_CONFIG, QUESTION_TOKENIZER_DIR, VQAProcessor
 
@@ -55,6 +56,8 @@ def model_card(config: VQAConfig) -> dict[str, Any]:
     """A model's settings as its config holds them (what trained, whatever the run's config said): VQAConfig's own
     settings, and each component's family, width and depth. For run_card.json and an init_from run's config.yaml."""
     card: dict[str, Any] = {name: getattr(config, name) for name in VQA_SETTINGS}
+    # A fusion's own settings travel in the config's extra keys (vqa.model.fusion.Fusion.own_settings).
+    card |= {name: getattr(config, name) for name in fusion_class(config.fusion).own_settings if hasattr(config, name)}
     for component, attribute in COMPONENT_CONFIGS.items():
         sub_config = getattr(config, attribute)
         card[component] = {

@@ -56,6 +56,18 @@ class SlurmCommandsCheck(Callback):
             check_slurm_commands(config.hydra.get("launcher"))
 
 
+def process_rank() -> int:
+    """This process's rank in its job, also before `join_submitit_job` has exported it: torchrun's RANK, a submitit
+    task's rank from SLURM's (or submitit's local) variables, else 0."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if SUBMITIT_EXECUTOR in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment  # imported here: plain runs do not need submitit
+
+        return TorchDistributedEnvironment().rank
+    return 0
+
+
 def join_submitit_job() -> None:
     """In a submitit task of a job with several tasks, export the torch.distributed variables of this task.
 

@@ -58,6 +58,6 @@ def diverged_at(step: int, cause: str, run_dir: Path) -> DivergenceError:
     except CheckpointError:
         last_good = "no checkpoint was saved before it"
     return DivergenceError(
-        f"training diverged at step {step}: {cause}; {last_good} (lower trainer.args.learning_rate or keep "
-        "trainer.args.max_grad_norm on; resume= continues from a checkpoint)"
+        f"training diverged at step {step}: {cause}; {last_good} (start a new run with a lower "
+        "trainer.args.learning_rate, or with trainer.args.max_grad_norm on)"
     )

@@ -43,13 +43,17 @@ def load_init_from(path: str | Path) -> tuple[VQAModel, VQAProcessor]:
     return model.train(), processor
 
 
-def start_from_trained(cfg: DictConfig, command_line: list[str]) -> tuple[tuple[VQAModel, VQAProcessor], DictConfig]:
+def start_from_trained(
+    cfg: DictConfig, changes: dict[str, Any] | None, command_line: list[str] = ()
+) -> tuple[tuple[VQAModel, VQAProcessor], DictConfig]:
     """Load `cfg.init_from`, apply the command line's applicable model settings, refuse the others, and return the
     model and processor with `cfg` whose `model` node records the checkpoint's settings.
 
     Args:
-        command_line: Hydra's task overrides (`model.freeze=encoders`, `model=base`, ...). A resumed run passes
-            none: its recorded `model` node already holds what it trained with.
+        changes: the `model` settings this command line changed (`model_changes`), whether directly
+            (`model.freeze=encoders`) or through a group (`variant=lora_decoder`, `experiment=...`); None for a
+            resumed run, whose recorded `model` node already holds what it trained with.
+        command_line: Hydra's task overrides, named in a refusal.
 
     Raises:
         ConfigError: a model setting that cannot apply to the loaded model (one line naming it).
@@ -57,26 +61,21 @@ def start_from_trained(cfg: DictConfig, command_line: list[str]) -> tuple[tuple[
     """
     model, processor = load_init_from(cfg.init_from)
     folder = checkpoint_folder(cfg.init_from)
-    recorded = FROM_CHECKPOINT in cfg.model
     settings = model_card(model.config)
-    wanted: dict[str, Any] = {}
-    if recorded:  # a resumed run: the settings it recorded when it started
-        wanted = {name: OmegaConf.to_object(cfg.model)[name] for name in APPLICABLE if name in cfg.model}
-    for override in [] if recorded else command_line:
-        key = override_key(override)
-        if key != "model" and not key.startswith("model."):
-            continue
-        name = key.removeprefix("model.")
-        value = OmegaConf.select(cfg, key)
-        value = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
-        if name in APPLICABLE and not override.startswith("~"):
-            wanted[name] = value
-        elif key == "model" or select(settings, name) != value:
-            raise ConfigError(
-                f"{override}: init_from={cfg.init_from} trains that checkpoint's model as it is "
-                f"({describe(settings, key)}); only model.{', model.'.join(APPLICABLE)} can change with init_from. "
-                "Drop the setting, or train a new model without init_from"
-            )
+    if changes is None:  # a resumed run: the applicable settings it recorded when it started
+        recorded = OmegaConf.to_object(cfg.model)
+        wanted = {name: recorded[name] for name in APPLICABLE if name in recorded}
+    else:
+        wanted = {name: value for name, value in changes.items() if name in APPLICABLE}
+        for name, value in changes.items():
+            if name not in APPLICABLE and select(settings, name) != value:
+                given = [override for override in command_line if override_key(override) != "init_from"]
+                raise ConfigError(
+                    f"model.{name}: {value!r} from the command line ({' '.join(given)}), but init_from="
+                    f"{cfg.init_from} trains that checkpoint's model as it is ({describe(settings, name)}); only "
+                    f"model.{', model.'.join(APPLICABLE)} can change with init_from. Drop the setting, or train a new "
+                    "model without init_from"
+                )
     if "freeze" in wanted:
         try:
             resolve_freeze(wanted["freeze"])
@@ -89,6 +88,24 @@ def start_from_trained(cfg: DictConfig, command_line: list[str]) -> tuple[tuple[
     with open_dict(cfg):
         cfg.model = OmegaConf.create({FROM_CHECKPOINT: str(folder), **model_card(model.config)})
     return (model, processor), cfg
+
+
+def model_changes(model: DictConfig, default_model: DictConfig) -> dict[str, Any]:
+    """The settings in which `model` (composed from the command line) differs from `default_model` (composed without
+    it), leaf by leaf: dotted key -> value (None for a removed one). Lists are leaves."""
+    given, default = leaves(OmegaConf.to_object(model)), leaves(OmegaConf.to_object(default_model))
+    changed = {key: value for key, value in given.items() if key not in default or default[key] != value}
+    return changed | {key: None for key in default if key not in given}
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'lora.r': 8, 'fusion': 'tokens'} from {'lora': {'r': 8}, 'fusion': 'tokens'}; an empty mapping is a leaf."""
+    if not isinstance(node, dict) or (prefix and not node):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for name, child in node.items():
+        flat |= leaves(child, f"{prefix}.{name}" if prefix else str(name))
+    return flat
 
 
 MISSING = object()  # what `select` gives for a setting the checkpoint does not have
@@ -104,14 +121,12 @@ def select(settings: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def describe(settings: dict[str, Any], key: str) -> str:
-    """What the checkpoint has for an overridden `key` (`model`, `model.fusion`, `model.lora.r`), for the refusal:
-    its value, or that of the nearest enclosing setting it has (`model.lora` is None)."""
-    if key == "model":
-        return "the model group builds nothing"
-    parts = key.removeprefix("model.").split(".")
+def describe(settings: dict[str, Any], name: str) -> str:
+    """What the checkpoint has for a changed setting (`fusion`, `lora.r`), for the refusal: its value, or that of the
+    nearest enclosing setting it has (`model.lora` is None)."""
+    parts = name.split(".")
     for end in range(len(parts), 0, -1):
         name = ".".join(parts[:end])
         if (value := select(settings, name)) is not MISSING:
             return f"its model.{name} is {value!r}"
-    return f"{key} is a setting for building a new model"
+    return f"model.{name} is a setting for building a new model"

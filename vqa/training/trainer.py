@@ -153,11 +153,23 @@ class VQATrainer(Trainer):
         loss or gradient norm stops the run here, so the weights never take a non-finite update. Under fp16 the
         GradScaler skips overflowing steps by design, so there only the loss is checked."""
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        # Every rank takes part in the collective before any raises.
+        on_some_rank = self.args.world_size > 1 and self.loss_not_finite_on_some_rank()
         if self.non_finite_loss is not None:
             raise self.diverged(f"the loss is {self.non_finite_loss}")
+        if on_some_rank:
+            raise self.diverged("the loss is not finite on another rank")
         if self.accelerator.scaler is None and (value := non_finite(grad_norm)) is not None:
             raise self.diverged(f"the gradient norm is {value}")
         return grad_norm
+
+    def loss_not_finite_on_some_rank(self) -> bool:
+        """Whether any rank saw a non-finite loss since the last step: a collective, so that every rank stops at the
+        same step (a rank that raised alone would leave the others waiting in the next all-reduce).
+        One scalar per optimizer step, beside the gradients' own all-reduce."""
+        flag = torch.tensor([float(self.non_finite_loss is not None)], device=self.args.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def diverged(self, cause: str, step: int | None = None) -> DivergenceError:
         """The one-line error for divergence at `step` (default: the optimizer step in progress)."""
