@@ -67,9 +67,22 @@ def batch() -> dict[str, torch.Tensor]:
     return make_batch()
 
 
+# The subprocess form of pyproject.toml's [tool.pytest.ini_options] filterwarnings, the upstream cause of the ignored
+# one named there (PYTHONWARNINGS takes literal prefixes, not regexes; later entries take precedence).
+SUBPROCESS_WARNINGS = ",".join(
+    [
+        "error::DeprecationWarning",
+        "error::FutureWarning",
+        "ignore:Deprecated API features detected:DeprecationWarning:optuna.storages._rdb.models",
+    ]
+)
+
+
 @pytest.fixture(scope="module")
 def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """For train.py subprocesses: a dataset cache shared within a test module, offline, no wandb unless a test asks."""
     env = dict(os.environ)
     env.update(VQA_CACHE=str(tmp_path_factory.mktemp("cache")), WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
+    # As pyproject.toml's filterwarnings do in this process: a deprecation or future warning fails the run.
+    env["PYTHONWARNINGS"] = SUBPROCESS_WARNINGS
     return env

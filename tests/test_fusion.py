@@ -74,7 +74,7 @@ def test_a_new_fusion_is_one_class_and_one_config_value(tmp_path: Path) -> None:
     output.loss.backward()
     assert model.fusion.image_gain.grad is not None
     torch.optim.SGD(model.parameters(), lr=0.5).step()
-    assert float(model.fusion.image_gain) != 1.0
+    assert float(model.fusion.image_gain.detach()) != 1.0
     # Its parameters count as projections, like the built-in fusions'.
     assert "projections" in model.parameter_table() and "fusion.image_gain" in dict(model.named_parameters())
     model.eval().save_pretrained(tmp_path)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import SUBPROCESS_WARNINGS
 from tests.helpers.train_command import run_train
 from tests.test_configs import composed
 from vqa.config_checks import validate_config
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def train(arguments: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "VQA_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONWARNINGS"] = SUBPROCESS_WARNINGS
     return run_train(arguments, env)
 
 

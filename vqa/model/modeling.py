@@ -35,9 +35,12 @@ from vqa.model.lora import add_adapters, merge_adapters
 from vqa.model.loss import answer_cross_entropy
 from vqa.model.pretrained import assemble_pretrained
 from vqa.model.settings import INPUTS
+from vqa.model.transformers_compat import kv_cache_keyword, quiet_generated_padding_warning
 
 # Checkpoints written before the fusion became its own module kept its parameters at the top level.
 LEGACY_KEYS = {r"^(text_projection|image_projection|modality_embedding)\.": r"fusion.\1."}
+
+quiet_generated_padding_warning()  # a false warning of transformers' generate (see its docstring)
 
 
 @dataclass
@@ -255,9 +258,9 @@ class VQAModel(PreTrainedModel):
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=fused.hidden_states,
             encoder_attention_mask=fused.attention_mask,
-            past_key_values=shared_cross_attention_cache(self.decoder, fused),
             output_attentions=output_attentions,
             use_cache=False,
+            **{kv_cache_keyword(): shared_cross_attention_cache(self.decoder, fused)},
         )
         logits = decoder_output.logits  # (B, T, V)
         return VQAModelOutput(
@@ -325,7 +328,7 @@ class VQAModel(PreTrainedModel):
             # and several sequences per row expand the batch inside `generate`, which a filled cache does not follow.
             cache = shared_cross_attention_cache(self.decoder, fused)
             if cache is not None:
-                generate_kwargs["past_key_values"] = cache
+                generate_kwargs[kv_cache_keyword()] = cache
         answers = self.decoder.generate(  # from `inputs_embeds`, generate returns the new tokens only
             inputs_embeds=self.decoder_embeddings(bos, fused),
             attention_mask=torch.ones_like(bos),

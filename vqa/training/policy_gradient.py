@@ -130,7 +130,7 @@ def policy_gradient_loss(
         reference = F.log_softmax(reference_logits.float(), dim=-1).gather(-1, tokens).squeeze(-1)
         kl = torch.exp(reference - token_log_probs) - (reference - token_log_probs) - 1  # (S, T), >= 0
         per_token = per_token + beta * kl
-        stats["kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1))
+        stats["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
     per_token = per_token * mask
     if loss_type == "dapo":
         loss = per_token.sum() / mask.sum().clamp(min=1)
