@@ -28,7 +28,7 @@ TORCH_INDEX ?= $(shell $(PYTHON) -c "import urllib.request as r; r.urlopen('$(CP
 TORCH_INDEX := $(TORCH_INDEX)
 endif
 
-.PHONY: install train test lint format bench clean
+.PHONY: install train test test-oldest lint format bench clean
 
 install: $(STAMP)
 
@@ -48,6 +48,27 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The other end of pyproject.toml's ranges: their lower bounds, pinned, in a venv of their own, running the tests of
+# the model's equivalences (grouped vs ungrouped batches, shared cross-attention K/V vs per-row, KV-cache generation
+# vs the plain loop, cached vs live features), the Trainer's loss scaling, LoRA, the divergence guard and the data
+# build. CI runs it after `make test`; `make test` itself runs against the newest releases the ranges allow.
+OLDEST_VENV ?= .venv-oldest
+OLDEST_PINS := transformers==5.17.0 accelerate==1.0.0 datasets==4.0.0 peft==0.17.0
+OLDEST_TESTS := tests/test_modeling.py tests/test_grouping.py tests/test_feature_cache.py \
+	tests/test_trainer_loss_scaling.py tests/test_lora.py tests/test_divergence.py tests/test_easy_vqa.py
+
+$(OLDEST_VENV)/.installed: pyproject.toml
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(VENV_OPTIONS) $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)" \
+		$(OLDEST_PINS) -e . "pytest>=8"
+	touch $@
+
+# -o addopts: without --nbmake (the notebook is not among these tests, nor nbmake in this venv).
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -m pip list 2> /dev/null | grep -iE "^(torch|transformers|accelerate|datasets|peft) "
+	$(OLDEST_VENV)/bin/python -m pytest -o addopts=-ra $(OLDEST_TESTS)
+
 # Throughput (training, generation, data) and the VQA v2 index build; JSON in benchmarks/results/ and a table.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py $(ARGS)
@@ -62,4 +83,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) .pytest_cache .ruff_cache

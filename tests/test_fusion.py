@@ -87,7 +87,7 @@ def test_a_new_fusion_is_one_class_and_one_config_value(tmp_path: Path) -> None:
         cfg = compose(config_name="config", overrides=[f"model.fusion={TOY}", "+model.image_gain_init=0.5"])
     split = Dataset.from_dict({"question": ["what is it?"] * 4, "multiple_choice_answer": ["red", "blue"] * 2})
     built, _ = instantiate(cfg.model, train_split=split)
-    assert float(built.fusion.image_gain) == 0.5 and built.config.image_gain_init == 0.5
+    assert float(built.fusion.image_gain.detach()) == 0.5 and built.config.image_gain_init == 0.5
     # A misspelt setting is refused before anything is built, instead of being stored and ignored.
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         typo = compose(config_name="config", overrides=[f"model.fusion={TOY}", "+model.image_gain_int=0.5"])
