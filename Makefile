@@ -53,7 +53,7 @@ test: $(STAMP)
 # vs the plain loop, cached vs live features), the Trainer's loss scaling, LoRA, the divergence guard and the data
 # build. CI runs it after `make test`; `make test` itself runs against the newest releases the ranges allow.
 OLDEST_VENV ?= .venv-oldest
-OLDEST_PINS := transformers==5.17.0 accelerate==1.0.0 datasets==4.0.0 peft==0.17.0
+OLDEST_PINS := transformers==5.17.0 accelerate==1.3.0 datasets==4.0.0 peft==0.18.0
 OLDEST_TESTS := tests/test_modeling.py tests/test_grouping.py tests/test_feature_cache.py \
 	tests/test_trainer_loss_scaling.py tests/test_lora.py tests/test_divergence.py tests/test_easy_vqa.py
 
