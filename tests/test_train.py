@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ from tests.helpers.train_command import FAST, run_train, start_train
 from vqa import VQAModel, VQAProcessor
 from vqa.inspection.report import main as report_main
 from vqa.inspection.sweep_report import main as sweep_report
-from vqa.training.checkpoints import MANIFEST
 
 
 def train(arguments: list[str], env: dict[str, str], command: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -190,43 +187,6 @@ def test_baseline_ladder_sweep_and_its_report(
     )
 
 
-RESUMABLE = [
-    "data.max_questions=256",
-    "trainer.args.max_steps=40",
-    "trainer.args.per_device_train_batch_size=8",
-    "trainer.args.save_strategy=steps",
-    "trainer.args.save_steps=10",
-    "trainer.args.save_total_limit=null",
-    "trainer.args.eval_strategy=no",
-    "trainer.args.logging_steps=5",
-    "trainer.args.dataloader_num_workers=0",
-    "trainer.args.dataloader_persistent_workers=false",
-    "trainer.args.disable_tqdm=true",
-]
-
-
-def test_killed_run_resumes_to_the_same_result(tmp_path: Path, environment: dict[str, str]) -> None:
-    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    train([*RESUMABLE, f"hydra.run.dir={reference_dir}"], environment)
-    process = start_train(
-        [*RESUMABLE, f"hydra.run.dir={killed_dir}"], environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    complete = killed_dir / "checkpoint-10" / MANIFEST  # written last in a checkpoint
-    deadline = time.monotonic() + 240
-    while not complete.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert complete.exists() and not (killed_dir / "metrics.json").exists(), "the run was not killed mid-training"
-    train([f"resume={killed_dir}"], environment)
-    reference = json.loads((reference_dir / "metrics.json").read_text())
-    resumed = json.loads((killed_dir / "metrics.json").read_text())
-    # The weights after resuming match the uninterrupted run's to the last bit or so (1e-9 seen after two more
-    # steps; the scheduler recomputes its rate): accuracies must be equal, the loss equal to 1e-6.
-    assert resumed.pop("loss") == pytest.approx(reference.pop("loss"), rel=1e-6)
-    assert resumed == reference
-
-
 def logged_training(run_dir: Path) -> list[tuple[int, float, float]]:
     """(step, loss, grad_norm) of every training log entry in the run folder's trainer_state.json."""
     history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
@@ -234,8 +194,8 @@ def logged_training(run_dir: Path) -> list[tuple[int, float, float]]:
 
 
 def test_two_runs_with_one_seed_log_bit_identical_losses(tmp_path: Path, environment: dict[str, str]) -> None:
-    # 120 steps: before the fix (docs/reproducibility.md), two such runs differed from step 10 on.
-    steps, logged_every = 120, 10
+    # 60 steps: before the fix (docs/reproducibility.md), two such runs differed from step 10 on.
+    steps, logged_every = 60, 10
     quick = [*FAST, f"trainer.args.max_steps={steps}", f"trainer.args.logging_steps={logged_every}"]
     quick += ["trainer.args.eval_strategy=no", "final_evaluation=false"]
     first, second = tmp_path / "first", tmp_path / "second"
@@ -289,15 +249,12 @@ def test_two_process_ddp_under_torchrun_and_from_slurm_variables_train_alike(
     assert len(logged_training(first)) == 20 and logged_training(second) == logged_training(first)
 
 
-def test_wandb_logger_runs_offline_without_prompting(tmp_path: Path, environment: dict[str, str]) -> None:
-    run_dir = tmp_path / "wandb_run"
+def test_wandb_offline_and_tensorboard_loggers_record_one_run(tmp_path: Path, environment: dict[str, str]) -> None:
+    """Both trackers at once (`logger=wandb logger.report_to=[wandb,tensorboard]`): wandb writes its offline run
+    without prompting for a login, and the Trainer writes TensorBoard event files."""
+    run_dir = tmp_path / "logged_run"
     env = {key: value for key, value in environment.items() if not key.startswith("WANDB_")}
-    train(["logger=wandb", *FAST, f"hydra.run.dir={run_dir}"], env)
+    train(["logger=wandb", "logger.report_to=[wandb,tensorboard]", *FAST, f"hydra.run.dir={run_dir}"], env)
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and any(offline_runs[0].rglob("*.wandb"))
-
-
-def test_tensorboard_logger_writes_event_files(tmp_path: Path, environment: dict[str, str]) -> None:
-    run_dir = tmp_path / "tb_run"
-    train(["logger=tensorboard", *FAST, f"hydra.run.dir={run_dir}"], environment)
     assert list(run_dir.rglob("events.out.tfevents.*"))
