@@ -4,7 +4,6 @@ final evaluation -> run folder -> report. `train.py` calls `run` (or `run_in_swe
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from vqa.run_folder import LOCK_FILE
 from vqa.run_outputs import data_caveat_lines, print_summary, write_json, write_run_folder
 from vqa.training.arguments import training_arguments
 from vqa.training.checkpoints import discard_incomplete, latest_complete_checkpoint
+from vqa.training.cluster import process_rank
 from vqa.training.distributed import leave_process_group
 from vqa.training.fit import fit_model
 from vqa.training.init_from import model_changes, start_from_trained
@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         accuracy = train_and_evaluate(cfg, run_dir)
     except DivergenceError as error:  # the folder keeps the run so far: its log, checkpoints and why it stopped
-        if not in_multirun() and int(os.environ.get("RANK", "0")) == 0:  # run_in_sweep records a job's failure
+        if not in_multirun() and process_rank() == 0:  # run_in_sweep records a job's failure
             write_json(run_dir / FAILURE_FILE, {"error": one_line(str(error)), "user_error": True})
         raise
     except UserError:
@@ -172,7 +172,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Prepared:
     transformers.set_seed(cfg.seed)
     configure_wandb(cfg, run_dir)
     datasets.disable_progress_bars()  # library internals ("Flattening the indices") are not progress a user follows
-    if int(os.environ.get("RANK", "0")) == 0:
+    if process_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         record_overrides(run_dir, applied)

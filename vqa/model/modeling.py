@@ -122,6 +122,16 @@ class VQAModel(PreTrainedModel):
         """Frozen components without adapters: they run in eval mode without autograd (and are cacheable)."""
         return self.frozen_components - self.adapted_components
 
+    def set_freeze(self, spec: str | list[str]) -> None:
+        """Freeze by `spec` (as `config.freeze`) from now on: the config, the frozen set and `requires_grad`.
+
+        Raises:
+            ValueError: an unknown preset or component, naming it.
+        """
+        self.frozen_components = resolve_freeze(spec)
+        self.config.freeze = spec
+        self.apply_freeze()
+
     def apply_freeze(self) -> None:
         """`requires_grad` from `config.freeze`, and off for the unused parameters (DDP rejects trainable
         parameters that get no gradient, and the optimizer should not decay them)."""

@@ -16,7 +16,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vqa.errors import ConfigError
-from vqa.model.freezing import resolve_freeze
 from vqa.model.loading import load_checkpoint, model_card
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
@@ -78,12 +77,9 @@ def start_from_trained(
                 )
     if "freeze" in wanted:
         try:
-            resolve_freeze(wanted["freeze"])
+            model.set_freeze(wanted["freeze"])
         except ValueError as error:
             raise ConfigError(f"model.{error}") from None
-        model.config.freeze = wanted["freeze"]
-        model.frozen_components = resolve_freeze(wanted["freeze"])
-        model.apply_freeze()
     logger.info("model and processor from %s (init_from; its own config: the model group builds nothing)", folder)
     with open_dict(cfg):
         cfg.model = OmegaConf.create({FROM_CHECKPOINT: str(folder), **model_card(model.config)})
