@@ -157,8 +157,17 @@ def split(image_ids: list[int]) -> Dataset:
 def test_shuffled_images_pair_each_question_with_another_image_of_the_split() -> None:
     original = split([1, 1, 1, 2, 2, 3, 4, 4, 4, 4] * 20)
     shuffled = shuffle_images(original, seed=0)
-    assert shuffled["question"] == original["question"] and shuffled["question_id"] == original["question_id"]
-    pairs = list(zip(original["image_id"], shuffled["image_id"], shuffled["image"], strict=True))
+    # Every question once, with its own text; the rows come grouped by their new image (evaluation batches share it).
+    assert sorted(shuffled["question_id"]) == original["question_id"]
+    assert all(
+        text == f"question {row}" for row, text in zip(shuffled["question_id"], shuffled["question"], strict=True)
+    )
+    assert shuffled["image_id"] == sorted(shuffled["image_id"])
+    own_image = dict(zip(original["question_id"], original["image_id"], strict=True))
+    pairs = [
+        (own_image[row], new, path)
+        for row, new, path in zip(shuffled["question_id"], shuffled["image_id"], shuffled["image"], strict=True)
+    ]
     assert all(new != own and path == f"/images/{new}.png" for own, new, path in pairs)
     assert {new for _, new, _ in pairs} == {1, 2, 3, 4}
     # Questions of one image are spread over several others, not moved together.

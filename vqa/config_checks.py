@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vqa.errors import ConfigError, UserError
 from vqa.evaluation.baselines import PRIOR_GROUPINGS
 from vqa.model.configuration import VQAConfig
+from vqa.model.freezing import COMPONENTS
 from vqa.model.fusion import fusion_class
 from vqa.model.pretrained import check_local_components
 from vqa.model.settings import (
@@ -100,6 +101,7 @@ def validate_config(cfg: DictConfig) -> None:
             "eval_split: got 'test'; model selection reads the validation split only (evaluation during training, "
             "load_best_model_at_end, searches), and the test split is scored once at the end (final_split)"
         )
+    check_learning_rate_scales(cfg.trainer.get("learning_rate_scales"))
     if cfg.trainer.questions_per_image is not None and cfg.trainer.questions_per_image < 1:
         raise ConfigError(f"trainer.questions_per_image: got {cfg.trainer.questions_per_image}, expected >= 1 or null")
     if cfg.get("prior") and cfg.prior.get("by") not in PRIOR_GROUPINGS:
@@ -156,3 +158,21 @@ def accepted_model_keys(model: DictConfig) -> set[str]:
     if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
         accepted |= set(inspect.signature(VQAConfig.__init__).parameters) - {"self", "kwargs"}
     return accepted
+
+
+def check_learning_rate_scales(scales: Any) -> None:
+    """`trainer.learning_rate_scales`: a mapping from component names to positive multipliers (or nothing)."""
+    if scales is None:
+        return
+    if not isinstance(scales, DictConfig | dict):
+        raise ConfigError(
+            f"trainer.learning_rate_scales: got {scales!r}, expected a mapping such as {{image_encoder: 3.0}}"
+        )
+    for component, scale in scales.items():
+        if component not in COMPONENTS:
+            raise ConfigError(
+                f"trainer.learning_rate_scales: unknown component {component!r}; "
+                f"expected some of {', '.join(COMPONENTS)}"
+            )
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
+            raise ConfigError(f"trainer.learning_rate_scales.{component}: got {scale!r}, expected a positive number")

@@ -109,7 +109,9 @@ def shuffle_images(dataset: Dataset, seed: int) -> Dataset:
     """The same questions, each paired with the image of a random other `image_id` from the same split.
 
     Each question draws independently (fixed `seed`) among the split's other images, never its own, so questions
-    that shared an image are spread over different ones. Columns other than `image` and `image_id` are kept.
+    that shared an image are spread over different ones. Columns other than `image` and `image_id` are kept. The rows
+    come ordered by their new image, so that evaluation batches share images as the split's own do: each distinct
+    image of a batch is decoded and encoded once.
 
     Raises:
         ValueError: when the split has fewer than two images.
@@ -120,8 +122,9 @@ def shuffle_images(dataset: Dataset, seed: int) -> Dataset:
         raise ValueError(f"shuffled images: the split has {len(distinct)} image(s); expected at least two")
     draws = np.random.default_rng(seed).integers(0, len(distinct) - 1, size=len(dataset))
     other = draws + (draws >= own)  # skips the question's own image: uniform over the others
-    images = dataset.select_columns(["image", "image_id"]).select(first_row[other]).flatten_indices()
-    questions = dataset.remove_columns(["image", "image_id"]).flatten_indices()
+    order = np.argsort(other, kind="stable")
+    images = dataset.select_columns(["image", "image_id"]).select(first_row[other[order]]).flatten_indices()
+    questions = dataset.remove_columns(["image", "image_id"]).select(order).flatten_indices()
     return concatenate_datasets([questions, images], axis=1)
 
 

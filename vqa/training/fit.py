@@ -59,6 +59,7 @@ def fit_model(
         group_by_image=cfg.trainer.group_by_image,
         questions_per_image=cfg.trainer.questions_per_image,
         num_beams=cfg.trainer.num_beams,
+        learning_rate_scales=cfg.trainer.get("learning_rate_scales"),
     )
     # After the Trainer has put the model on its device, so that the encoders run there once.
     collator.features = cached_features(cfg, trainer.model, processor, splits)

@@ -22,6 +22,7 @@ from vqa.errors import DivergenceError
 from vqa.evaluation.answering import AnsweredSplit
 from vqa.evaluation.scoring import score_split
 from vqa.model.encoder_inputs import ENCODER_INPUT_NAMES
+from vqa.model.freezing import component_of
 from vqa.model.gates import gate_values
 from vqa.model.processing import UNDECODABLE_IMAGES, VQAProcessor
 from vqa.training.checkpoints import mark_complete
@@ -77,6 +78,8 @@ class VQATrainer(Trainer):
         group_by_image: sample the questions of an image together (see `ImageGroupedSampler`).
         questions_per_image: the largest such group (None: all of an image's questions).
         num_beams: 1 for greedy decoding during evaluation.
+        learning_rate_scales: a multiplier of `args.learning_rate` per component (`vqa.model.freezing.COMPONENTS`);
+            a component not named keeps the base rate. The schedule scales every rate alike.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class VQATrainer(Trainer):
         group_by_image: bool = True,
         questions_per_image: int | None = None,
         num_beams: int = 1,
+        learning_rate_scales: Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -100,6 +104,7 @@ class VQATrainer(Trainer):
         self.group_by_image = group_by_image
         self.questions_per_image = questions_per_image
         self.num_beams = num_beams
+        self.learning_rate_scales = dict(learning_rate_scales or {})
         # Set before evaluation starts: the Trainer only generates predictions when compute_metrics exists.
         self.compute_metrics = self.vqa_metrics = VQAMetrics(processor)
         self.train_start: float | None = None
@@ -226,6 +231,31 @@ class VQATrainer(Trainer):
             if hasattr(self.objective, "log_values"):  # such as the RL objective's mean reward
                 logs = {**logs, **self.objective.log_values()}
         super().log(logs, *args, **kwargs)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, with one parameter group per component and weight-decay choice when components
+        have their own learning rate (`learning_rate_scales`)."""
+        if self.optimizer is not None or not self.learning_rate_scales:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        decayed = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                groups.setdefault((component_of(name), name in decayed), []).append(parameter)
+        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_class(
+            [
+                {
+                    "params": parameters,
+                    "weight_decay": self.args.weight_decay if decay else 0.0,
+                    "lr": self.args.learning_rate * self.learning_rate_scales.get(component, 1.0),
+                }
+                for (component, decay), parameters in groups.items()
+            ],
+            **optimizer_kwargs,
+        )
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
