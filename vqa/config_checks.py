@@ -102,6 +102,7 @@ def validate_config(cfg: DictConfig) -> None:
             "load_best_model_at_end, searches), and the test split is scored once at the end (final_split)"
         )
     check_learning_rate_scales(cfg.trainer.get("learning_rate_scales"))
+    check_stop_at(cfg.trainer.get("stop_at"), args.get("eval_strategy"))
     if cfg.trainer.questions_per_image is not None and cfg.trainer.questions_per_image < 1:
         raise ConfigError(f"trainer.questions_per_image: got {cfg.trainer.questions_per_image}, expected >= 1 or null")
     if cfg.get("prior") and cfg.prior.get("by") not in PRIOR_GROUPINGS:
@@ -176,3 +177,19 @@ def check_learning_rate_scales(scales: Any) -> None:
             )
         if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
             raise ConfigError(f"trainer.learning_rate_scales.{component}: got {scale!r}, expected a positive number")
+
+
+def check_stop_at(stop_at: Any, eval_strategy: str | None) -> None:
+    """`trainer.stop_at`: a target in (0, 100] read from evaluations that happen, and a positive count."""
+    if stop_at is None or stop_at.get("vqa_accuracy") is None:
+        return
+    target, evaluations = stop_at.vqa_accuracy, stop_at.get("evaluations", 1)
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 100:
+        raise ConfigError(f"trainer.stop_at.vqa_accuracy: got {target!r}, expected a VQA accuracy in (0, 100] or null")
+    if isinstance(evaluations, bool) or not isinstance(evaluations, int) or evaluations < 1:
+        raise ConfigError(f"trainer.stop_at.evaluations: got {evaluations!r}, expected a positive integer")
+    if eval_strategy in (None, "no"):
+        raise ConfigError(
+            "trainer.stop_at.vqa_accuracy: set, but trainer.args.eval_strategy is 'no', so no evaluation would ever "
+            "reach it; use eval_strategy=epoch or steps, or stop_at.vqa_accuracy=null"
+        )

@@ -24,6 +24,7 @@ from vqa.training.distributed import ranks_agree_on_parameters, sharded_paramete
 from vqa.training.feature_cache import FeatureLookup, build_lookups
 from vqa.training.objectives import Objective
 from vqa.training.resume import training_finished
+from vqa.training.stopping import StopAtAccuracy
 from vqa.training.trainer import VQATrainer, load_checkpoint_weights, with_image_paths
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def fit_model(
         questions_per_image=cfg.trainer.questions_per_image,
         num_beams=cfg.trainer.num_beams,
         learning_rate_scales=cfg.trainer.get("learning_rate_scales"),
+        callbacks=stopping_callbacks(cfg),
     )
     # After the Trainer has put the model on its device, so that the encoders run there once.
     collator.features = cached_features(cfg, trainer.model, processor, splits)
@@ -103,6 +105,14 @@ def fit_model(
         write_checkpoint=checkpoint_writer(trainer, processor),
         writes_run_folder=trainer.is_world_process_zero(),
     )
+
+
+def stopping_callbacks(cfg: DictConfig) -> list[StopAtAccuracy]:
+    """`trainer.stop_at`: a callback that ends training once validation holds the target; none without a target."""
+    stop_at = cfg.trainer.get("stop_at")
+    if stop_at is None or stop_at.get("vqa_accuracy") is None:
+        return []
+    return [StopAtAccuracy(stop_at.vqa_accuracy, stop_at.get("evaluations", 1))]
 
 
 def checkpoint_writer(trainer: Trainer, processor: VQAProcessor) -> Callable[[Path], None]:
