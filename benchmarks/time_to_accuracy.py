@@ -107,15 +107,51 @@ def run_seed(overrides: list[str], seed: int, run_dir: Path, time_limit: float) 
     return record
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per recipe, in the order measured; a cell lists the seeds' values in seed order ('-': not reached,
+    or the run stopped before its test)."""
+
+    def cells(seeds: list[dict[str, Any]], key: str) -> str:
+        values = [seed.get(key) for seed in seeds]
+        return ", ".join("-" if value is None else f"{value:g}" for value in values)
+
+    def last_validation(seeds: list[dict[str, Any]]) -> str:
+        """The last evaluation's accuracy and when (s since training began), per seed."""
+        last = [seed["evaluations"][-1] if seed["evaluations"] else None for seed in seeds]
+        return ", ".join(
+            "-" if entry is None else f"{entry['vqa_accuracy']:g} ({entry['elapsed_seconds']:g})" for entry in last
+        )
+
+    lines = [
+        "| recipe | overrides | seeds | s to 95% val | s to 99% val | last validation (s) | test | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, recipe in results["recipes"].items():
+        seeds = recipe["seeds"]
+        lines.append(
+            f"| {name} | `{' '.join(recipe['overrides']) or '(none)'}` | {cells(seeds, 'seed')} "
+            f"| {cells(seeds, 'seconds_to_95')} | {cells(seeds, 'seconds_to_99')} | {last_validation(seeds)} "
+            f"| {cells(seeds, 'test')} "
+            f"| {cells(seeds, 'wall_seconds')} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True, help="the recipe's name in the JSON file")
+    parser.add_argument("--name", help="the recipe's name in the JSON file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/time_to_accuracy.json")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/time_to_accuracy"), help="where run folders go")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds before a run is stopped")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --)")
     options = parser.parse_args()
+    if options.table:
+        print(markdown_table(json.loads(options.out.read_text())))
+        return
+    if not options.name:
+        parser.error("--name is required to measure a recipe")
     seeds = []
     for seed in options.seeds:
         record = run_seed(options.overrides, seed, options.runs / options.name / f"seed{seed}", options.time_limit)

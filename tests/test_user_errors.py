@@ -76,6 +76,12 @@ def test_train_py_reports_a_user_error_in_one_line_and_leaves_no_run_folder(
         (["seed=abc"], "seed: got 'abc' (str), expected int"),
         (["trainer.group_by_image=maybe"], "trainer.group_by_image: got 'maybe' (str), expected bool"),
         (["trainer.num_beams=0"], "trainer.num_beams: got 0, expected 1 (greedy) or more"),
+        (
+            ["+trainer.args.label_smoothing_factor=0.1"],
+            "trainer.args.label_smoothing_factor: got 0.1, but the loss is the objective's",
+        ),
+        (["trainer.learning_rate_scales={image:2}"], "trainer.learning_rate_scales: unknown component 'image'"),
+        (["trainer.stop_at.vqa_accuracy=99", "trainer.args.eval_strategy=no"], "no evaluation would ever reach it"),
     ],
 )
 def test_trainer_args_types_are_checked_before_anything_is_built(overrides: list[str], message: str) -> None:

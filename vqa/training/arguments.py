@@ -17,6 +17,9 @@ from vqa.model.settings import type_name, value_fits
 
 # Set by `training_arguments`, not by `trainer.args`: a value there would be silently replaced.
 MANAGED_ARGUMENTS = ("output_dir", "seed", "report_to", "remove_unused_columns", "use_cpu", "label_names")
+# Read only by the Trainer's own compute_loss, which VQATrainer replaces with the configured objective: any other
+# value would be silently without effect.
+UNUSED_ARGUMENTS = {"label_smoothing_factor": 0.0}
 
 
 def training_arguments(cfg: DictConfig, output_dir: str) -> TrainingArguments:
@@ -60,4 +63,9 @@ def check_training_argument_types(args: dict[str, Any]) -> None:
         if not value_fits(hints[name], value):
             raise ConfigError(
                 f"trainer.args.{name}: got {value!r} ({type(value).__name__}), expected {type_name(hints[name])}"
+            )
+        if name in UNUSED_ARGUMENTS and value != UNUSED_ARGUMENTS[name]:
+            raise ConfigError(
+                f"trainer.args.{name}: got {value!r}, but the loss is the objective's (objective=..., "
+                f"vqa/training/objectives.py), which does not read it; expected {UNUSED_ARGUMENTS[name]!r}"
             )
