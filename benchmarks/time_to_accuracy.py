@@ -3,8 +3,8 @@ after another, and record the whole command's wall time, when validation first r
 training began, from the evaluations the Trainer prints), the test accuracy and the shuffled-image check.
 
 Each recipe is one entry (by `--name`) of the JSON file, which keeps the other recipes' entries, so the table of
-docs/time-to-accuracy.md grows one measurement at a time. A run past `--time-limit` is stopped; its entry keeps the
-evaluations it printed and says so.
+docs/time-to-accuracy.md grows one measurement at a time (`--table` prints it). A run past `--time-limit` is
+stopped; its entry keeps the evaluations it printed and says so.
 
     python benchmarks/time_to_accuracy.py --name default --seeds 0 1 2
     python benchmarks/time_to_accuracy.py --name lr1e-3 --seeds 0 1 -- trainer.args.learning_rate=1e-3
@@ -141,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", help="the recipe's name in the JSON file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/time_to_accuracy.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/time_to_accuracy_recipes.json")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/time_to_accuracy"), help="where run folders go")
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds before a run is stopped")
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
@@ -158,11 +158,9 @@ def main() -> None:
         seeds.append(record)
         print(json.dumps({key: value for key, value in record.items() if key != "evaluations"}), flush=True)
     results = json.loads(options.out.read_text()) if options.out.is_file() else {"recipes": {}}
-    results["recipes"][options.name] = {
-        "overrides": options.overrides,
-        "seeds": seeds,
-        "provenance": provenance(ROOT),
-    }
+    measured_by = provenance(ROOT)
+    results["recipes"][options.name] = {"overrides": options.overrides, "seeds": seeds, "provenance": measured_by}
+    results["provenance"] = measured_by  # of the latest recipe; each recipe keeps its own
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(results, indent=2) + "\n")
 
