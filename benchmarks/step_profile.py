@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +100,7 @@ def main() -> None:
 
 def events_total(events: Any, name: str) -> float:
     """Milliseconds in all `record_function(name)` ranges."""
-    by_key: dict[str, float] = defaultdict(float)
-    for event in events:
-        by_key[event.key] += event.cpu_time_total
-    return by_key.get(name, 0.0) / 1000
+    return sum(event.cpu_time_total for event in events if event.key == name) / 1000
 
 
 if __name__ == "__main__":

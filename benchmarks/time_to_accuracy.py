@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import subprocess
 import sys
 import time
@@ -64,7 +63,7 @@ def run_seed(overrides: list[str], seed: int, run_dir: Path, time_limit: float) 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with log_file.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             returncode: int | None = process.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
@@ -98,9 +97,7 @@ def run_seed(overrides: list[str], seed: int, run_dir: Path, time_limit: float) 
         record.update(
             test=metrics.get("vqa_accuracy"),
             test_shuffled_images=metrics.get("vqa_accuracy_shuffled_images"),
-            validation=metrics.get("validation", {}).get("vqa_accuracy")
-            if isinstance(metrics.get("validation"), dict)
-            else metrics.get("validation_vqa_accuracy"),
+            validation=metrics["validation"]["vqa_accuracy"],
             train_seconds=card.get("train_seconds"),
             train_samples_per_second=card.get("train_samples_per_second"),
         )
@@ -148,6 +145,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --)")
     options = parser.parse_args()
     if options.table:
+        if not options.out.is_file():
+            parser.error(f"--table: {options.out} not found; measure a recipe first (--name ...) or pass --out")
         print(markdown_table(json.loads(options.out.read_text())))
         return
     if not options.name:

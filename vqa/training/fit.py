@@ -24,11 +24,10 @@ from vqa.training.distributed import ranks_agree_on_parameters, sharded_paramete
 from vqa.training.feature_cache import FeatureLookup, build_lookups
 from vqa.training.objectives import Objective
 from vqa.training.resume import training_finished
-from vqa.training.stopping import StopAtAccuracy
+from vqa.training.stopping import ACCURACY_KEY, StopAtAccuracy
 from vqa.training.trainer import VQATrainer, load_checkpoint_weights, with_image_paths
 
 logger = logging.getLogger(__name__)
-ACCURACY_KEY = "eval_vqa_accuracy"  # what the Trainer logs for an evaluation of its eval_dataset
 
 
 def fit_model(

@@ -8,7 +8,7 @@ import logging
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 logger = logging.getLogger(__name__)
-ACCURACY_KEY = "eval_vqa_accuracy"
+ACCURACY_KEY = "eval_vqa_accuracy"  # what the Trainer logs for an evaluation of its eval_dataset
 
 
 class StopAtAccuracy(TrainerCallback):
