@@ -19,6 +19,7 @@ evaluation loss (`eval_loss`) is that one whatever the objective, so it compares
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,10 +28,13 @@ import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
+from vqa.errors import ConfigError
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.loss import answer_cross_entropy, per_label_token
 from vqa.model.processing import VQAProcessor
 from vqa.training.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS, soft_target_batch
+
+LOSS_WEIGHTS = "loss_weights"  # batch key of AnswerCrossEntropy.batch_extras: (B,) a weight per example
 
 Objective = Callable[[nn.Module, Mapping[str, torch.Tensor], int | torch.Tensor | None], tuple[torch.Tensor, Any]]
 
@@ -47,8 +51,48 @@ def teacher_forced(model: nn.Module, inputs: EncoderInputs, labels: torch.LongTe
     )
 
 
+def sequence_cross_entropy(logits: torch.FloatTensor, labels: torch.LongTensor) -> torch.FloatTensor:
+    """(B,) each sequence's cross-entropy summed over its label tokens (-100 ignored), from logits (B, T, V) in
+    float32 and labels (B, T)."""
+    token_losses = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
+    return token_losses.view_as(labels).sum(dim=1)
+
+
 class AnswerCrossEntropy:
-    """Teacher-forced cross-entropy of the reference answer's tokens and EOS (`labels`: `answer EOS`, -100 padded)."""
+    """Teacher-forced cross-entropy of the reference answer's tokens and EOS (`labels`: `answer EOS`, -100 padded).
+
+    Args:
+        answer_type_weights: a loss weight per answer type (the dataset's `answer_type`: `yes/no`, `number`,
+            `other`); a type not named weighs 1. A question's tokens are multiplied by its weight, and the sum is
+            still divided by the label tokens, so weights below 1 shrink the loss. Why: on easy-VQA most questions
+            are yes/no and give the image encoder no signal until it already sees shape; their weight of 0.25
+            lets the open questions ("what shape ...") teach shape several times sooner
+            (docs/time-to-accuracy.md).
+    """
+
+    def __init__(self, answer_type_weights: Mapping[str, float] | None = None) -> None:
+        self.check_options({"answer_type_weights": answer_type_weights})
+        self.answer_type_weights = {str(name): float(weight) for name, weight in (answer_type_weights or {}).items()}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse, in one line (ConfigError), a weight that is not a finite number >= 0. The run's checks call it
+        before anything is built; `__init__` too."""
+        for name, weight in (options.get("answer_type_weights") or {}).items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
+                raise ConfigError(
+                    f"objective.answer_type_weights.{name}: got {weight!r}, expected a number >= 0 (a loss weight)"
+                )
+
+    def batch_extras(
+        self, processor: VQAProcessor, rows: list[dict[str, Any]], batch: dict[str, Any], undecodable: list[int]
+    ) -> dict[str, Any]:
+        """`loss_weights` (B,): each example's answer-type weight, for a batch with labels when weights are set."""
+        del processor, undecodable  # rows without their image have no label tokens: their weight multiplies 0
+        if not self.answer_type_weights or "labels" not in batch:
+            return {}
+        weights = [self.answer_type_weights.get(row["answer_type"], 1.0) for row in rows]
+        return {LOSS_WEIGHTS: torch.tensor(weights, dtype=torch.float32)}
 
     def __call__(
         self,
@@ -58,7 +102,10 @@ class AnswerCrossEntropy:
     ) -> tuple[torch.Tensor, Any]:
         labels = batch["labels"]
         outputs = teacher_forced(model, EncoderInputs.pick(batch), labels)
-        return answer_cross_entropy(outputs.logits, labels, num_items_in_batch), outputs
+        if LOSS_WEIGHTS not in batch:
+            return answer_cross_entropy(outputs.logits, labels, num_items_in_batch), outputs
+        total = (sequence_cross_entropy(outputs.logits, labels) * batch[LOSS_WEIGHTS]).sum()
+        return per_label_token(total, labels, num_items_in_batch), outputs
 
 
 class SoftAnswerCrossEntropy:
@@ -92,8 +139,5 @@ class SoftAnswerCrossEntropy:
             )
         labels, weights = batch[ANSWER_LABELS], batch[ANSWER_WEIGHTS]  # (A, T), (A,)
         outputs = teacher_forced(model, EncoderInputs.pick(batch).select_examples(batch[ANSWER_EXAMPLE]), labels)
-        token_losses = F.cross_entropy(
-            outputs.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none"
-        ).view_as(labels)  # (A, T), 0 on padding
-        total = (token_losses.sum(dim=1) * weights).sum()
+        total = (sequence_cross_entropy(outputs.logits, labels) * weights).sum()
         return per_label_token(total, batch["labels"], num_items_in_batch), outputs
