@@ -84,6 +84,7 @@ def probe_run(run_dir: Path) -> dict[str, Any]:
     """The probe's accuracies at each of the run's checkpoints, with the run's overrides and the chance level."""
     config = OmegaConf.load(run_dir / "config.yaml")
     overrides = run_dir / ".hydra" / "overrides.yaml"  # what the run changed, for the record
+    card = run_dir / "run_card.json"
     splits = instantiate(config.data)
     processor = VQAProcessor.from_pretrained(run_dir / "checkpoint")
     (train_images, train_labels), (test_images, test_labels) = (
@@ -107,6 +108,7 @@ def probe_run(run_dir: Path) -> dict[str, Any]:
     return {
         "run": str(run_dir),
         "overrides": OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else None,
+        "git_commit": json.loads(card.read_text()).get("git_commit") if card.is_file() else None,  # the run's code
         "train_images": len(train_labels),
         "validation_images": len(test_labels),
         "chance": chance,

@@ -2,9 +2,10 @@
 after another, and record the whole command's wall time, when validation first reached 95% and 99% (seconds since
 training began, from the evaluations the Trainer prints), the test accuracy and the shuffled-image check.
 
-Each recipe is one entry (by `--name`) of the JSON file, which keeps the other recipes' entries, so the table of
-docs/time-to-accuracy.md grows one measurement at a time (`--table` prints it). A run past `--time-limit` is
-stopped; its entry keeps the evaluations it printed and says so.
+Each recipe is one entry (by `--name`) of the JSON file, which keeps the other recipes' entries and, for the same
+name and overrides, the seeds not measured this time; so the table of docs/time-to-accuracy.md grows one
+measurement at a time (`--table` prints it). A run past `--time-limit` is stopped; its entry keeps the evaluations
+it printed and says so.
 
     python benchmarks/time_to_accuracy.py --name default --seeds 0 1 2
     python benchmarks/time_to_accuracy.py --name lr1e-3 --seeds 0 1 -- trainer.args.learning_rate=1e-3
@@ -157,6 +158,11 @@ def main() -> None:
         seeds.append(record)
         print(json.dumps({key: value for key, value in record.items() if key != "evaluations"}), flush=True)
     results = json.loads(options.out.read_text()) if options.out.is_file() else {"recipes": {}}
+    earlier = results["recipes"].get(options.name)
+    if earlier is not None and earlier["overrides"] == options.overrides:
+        # The same recipe measured again: its other seeds stay, so seeds can be measured one session at a time.
+        kept = [record for record in earlier["seeds"] if record["seed"] not in options.seeds]
+        seeds = sorted(kept + seeds, key=lambda record: record["seed"])
     measured_by = provenance(ROOT)
     results["recipes"][options.name] = {"overrides": options.overrides, "seeds": seeds, "provenance": measured_by}
     results["provenance"] = measured_by  # of the latest recipe; each recipe keeps its own
