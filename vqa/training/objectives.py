@@ -65,8 +65,8 @@ class AnswerCrossEntropy:
         answer_type_weights: a loss weight per answer type (the dataset's `answer_type`: `yes/no`, `number`,
             `other`); a type not named weighs 1. A question's tokens are multiplied by its weight, and the sum is
             still divided by the label tokens, so weights below 1 shrink the loss. Why: on easy-VQA most questions
-            are yes/no and give the image encoder no signal until it already sees shape; their weight of 0.25
-            lets the open questions ("what shape ...") teach shape several times sooner
+            are yes/no, and they give the image encoder no consistent signal for shape until it already sees
+            shape; at a weight of 0.25 the open questions ("what shape ...") teach it shape about twice as soon
             (docs/time-to-accuracy.md).
     """
 
