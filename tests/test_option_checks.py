@@ -49,7 +49,8 @@ RL = "objective=rl"
         ),
         (
             ["+objective.samples=4"],
-            "objective.samples: not an option of vqa.training.objectives.AnswerCrossEntropy; accepted: answer_type_weights",
+            "objective.samples: not an option of vqa.training.objectives.AnswerCrossEntropy; "
+            "accepted: answer_type_weights",
         ),
         # The reward: its own keys, what it needs, and the keywords every reward is called with.
         (
