@@ -95,7 +95,10 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def shape_pixels(run_dir: Path, config: DictConfig) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+ShapePixels = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def shape_pixels(run_dir: Path, config: DictConfig) -> ShapePixels:
     """((pixels (N, 3, H, W), shapes (N,)) of the train split, the same of the validation split), as the run's
     processor prepares images."""
     splits = instantiate(config.data)
@@ -104,11 +107,13 @@ def shape_pixels(run_dir: Path, config: DictConfig) -> tuple[tuple[torch.Tensor,
     return tuple((processor.encode_images(images), labels) for images, labels in pairs)
 
 
-def train_alone(run_dir: Path, steps: int, batch_size: int = 64, every: int = 50) -> list[dict[str, float]]:
+def train_alone(
+    run_dir: Path, config: DictConfig, pixels: ShapePixels, steps: int, batch_size: int = 64, every: int = 50
+) -> list[dict[str, float]]:
     """[{step, accuracy}]: a fresh image encoder of the run's architecture (the run's seed and learning rate) and a
-    linear head on the mean of its patch tokens, trained as a shape classifier; validation accuracy every `every`."""
-    config = OmegaConf.load(run_dir / "config.yaml")
-    (train_pixels, train_labels), (test_pixels, test_labels) = shape_pixels(run_dir, config)
+    linear head on the mean of its patch tokens, trained as a shape classifier on `pixels` (`shape_pixels`);
+    validation accuracy every `every`."""
+    (train_pixels, train_labels), (test_pixels, test_labels) = pixels
     torch.manual_seed(config.seed)
     encoder = VQAModel(VQAConfig.from_pretrained(run_dir / "checkpoint")).image_encoder
     head = nn.Linear(encoder.config.hidden_size, len(SHAPES))
@@ -133,12 +138,12 @@ def train_alone(run_dir: Path, steps: int, batch_size: int = 64, every: int = 50
     return curve
 
 
-def probe_run(run_dir: Path) -> dict[str, Any]:
-    """The probe's accuracies at each of the run's checkpoints, with the run's overrides and the chance level."""
-    config = OmegaConf.load(run_dir / "config.yaml")
+def probe_run(run_dir: Path, pixels: ShapePixels) -> dict[str, Any]:
+    """The probe's accuracies at each of the run's checkpoints on `pixels` (`shape_pixels`), with the run's
+    overrides and the chance level."""
     overrides = run_dir / ".hydra" / "overrides.yaml"  # what the run changed, for the record
     card = run_dir / "run_card.json"
-    (train_pixels, train_labels), (test_pixels, test_labels) = shape_pixels(run_dir, config)
+    (train_pixels, train_labels), (test_pixels, test_labels) = pixels
     chance = round(torch.bincount(test_labels).max().item() / len(test_labels) * 100, 1)
     results = []
     for step, folder in tqdm(checkpoints(run_dir), desc=f"probing {run_dir.name}", unit="checkpoint"):
@@ -177,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    runs = [probe_run(run_dir) for run_dir in args.run_dirs]
+    configs = [OmegaConf.load(run_dir / "config.yaml") for run_dir in args.run_dirs]
+    pixels = [shape_pixels(run_dir, config) for run_dir, config in zip(args.run_dirs, configs, strict=True)]
+    runs = [probe_run(run_dir, run_pixels) for run_dir, run_pixels in zip(args.run_dirs, pixels, strict=True)]
     command = "python benchmarks/shape_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    alone = train_alone(args.run_dirs[0], args.alone) if args.alone > 0 else None
+    alone = train_alone(args.run_dirs[0], configs[0], pixels[0], args.alone) if args.alone > 0 else None
     report = {
         "command": command,
         "runs": runs,

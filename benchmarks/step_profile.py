@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def main() -> None:
         (event for event in events if event.key not in PHASES), key=lambda event: event.self_cpu_time_total
     )[::-1][:25]
     result: dict[str, Any] = {
-        "command": "python benchmarks/step_profile.py " + f"--steps {options.steps} --batch-size {options.batch_size}",
+        "command": " ".join(["python benchmarks/step_profile.py", *sys.argv[1:]]),  # every option as given
         "steps": options.steps,
         "batch_size": options.batch_size,
         "seconds_per_step_profiled": round(seconds / options.steps, 4),

@@ -8,8 +8,8 @@ import torch
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
 from vqa.errors import ConfigError
-from vqa.model.loss import answer_cross_entropy
-from vqa.training.objectives import LOSS_WEIGHTS, AnswerCrossEntropy, sequence_cross_entropy
+from vqa.model.loss import answer_cross_entropy, sequence_cross_entropy
+from vqa.training.objectives import LOSS_WEIGHTS, AnswerCrossEntropy
 
 ANSWER_TYPES = ["yes/no", "other", "number", "yes/no", "other", "number"]
 

@@ -23,6 +23,13 @@ def answer_cross_entropy(
     return per_label_token(total, labels, num_items_in_batch)
 
 
+def sequence_cross_entropy(logits: torch.FloatTensor, labels: torch.LongTensor) -> torch.FloatTensor:
+    """(B,) each sequence's cross-entropy summed over its label tokens (-100 ignored), from logits (B, T, V) in
+    float32 and labels (B, T)."""
+    token_losses = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
+    return token_losses.view_as(labels).sum(dim=1)
+
+
 def per_label_token(
     total: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: int | torch.Tensor | None
 ) -> torch.Tensor:

@@ -24,13 +24,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 from vqa.errors import ConfigError
 from vqa.model.encoder_inputs import EncoderInputs
-from vqa.model.loss import answer_cross_entropy, per_label_token
+from vqa.model.loss import answer_cross_entropy, per_label_token, sequence_cross_entropy
 from vqa.model.processing import VQAProcessor
 from vqa.training.soft_targets import ANSWER_EXAMPLE, ANSWER_LABELS, ANSWER_WEIGHTS, soft_target_batch
 
@@ -49,13 +48,6 @@ def teacher_forced(model: nn.Module, inputs: EncoderInputs, labels: torch.LongTe
     return model(
         **inputs.as_kwargs(), decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask
     )
-
-
-def sequence_cross_entropy(logits: torch.FloatTensor, labels: torch.LongTensor) -> torch.FloatTensor:
-    """(B,) each sequence's cross-entropy summed over its label tokens (-100 ignored), from logits (B, T, V) in
-    float32 and labels (B, T)."""
-    token_losses = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none")
-    return token_losses.view_as(labels).sum(dim=1)
 
 
 class AnswerCrossEntropy:
