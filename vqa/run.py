@@ -131,6 +131,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         shuffled_image_check=cfg.get("shuffled_image_check", False),
         seed=cfg.seed,
         logged_validation=fitted.logged_validation,
+        benchmark=splits.benchmark,
     )
     if fitted.write_checkpoint is not None:  # every rank calls it: under FSDP it gathers the shards of all ranks
         fitted.write_checkpoint(run_dir / "checkpoint")

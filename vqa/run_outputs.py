@@ -10,7 +10,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from vqa.data.schema import column
+from vqa.data.benchmark import VQA, question_id_results
 from vqa.evaluation.answering import Fitted
 from vqa.evaluation.final import FinalEvaluation
 from vqa.provenance import device_description, git_commit, package_versions
@@ -28,13 +28,17 @@ def metrics_content(
     scores: dict[str, Any],
     shuffled_accuracy: float | None = None,
     seed: int | None = None,
+    benchmark: str = VQA.name,
     **extra: Any,
 ) -> dict[str, Any]:
-    """metrics.json: the final split's VQA accuracy overall and per answer type, the shuffled-image check's accuracy,
-    the loss (None without a network), the run's seed and `extra` entries (such as a baseline's settings).
+    """metrics.json: the final split's VQA accuracy overall and per answer type, the benchmark's own official metrics,
+    the shuffled-image check's accuracy, the loss (None without a network), the run's seed and `extra` entries (such
+    as a baseline's settings).
 
     Args:
-        scores: `vqa_accuracy`, `vqa_accuracy_<answer type>` and optionally `loss`, as from `score_split`.
+        scores: `vqa_accuracy`, `vqa_accuracy_<answer type>`, the benchmark's entries and optionally `loss`, as from
+            `score_split`.
+        benchmark: the name of the benchmark that scored the split.
     """
     return {
         "split": split,
@@ -44,18 +48,15 @@ def metrics_content(
         "per_answer_type": {
             key.removeprefix("vqa_accuracy_"): value for key, value in scores.items() if key.startswith("vqa_accuracy_")
         },
+        "benchmark": {
+            "name": benchmark,
+            "scores": {key: value for key, value in scores.items() if key != "loss" and not key.startswith("vqa_acc")},
+            "upload_file": None,
+        },
         "loss": scores.get("loss"),
         "seed": seed,
         **extra,
     }
-
-
-def official_results(dataset: Dataset, answers: list[str]) -> list[dict[str, Any]]:
-    """Predictions in the official results format: `[{"question_id": ..., "answer": ...}]`."""
-    return [
-        {"question_id": question_id, "answer": answer}
-        for question_id, answer in zip(column(dataset, "question_id"), answers, strict=True)
-    ]
 
 
 def run_card(
@@ -87,8 +88,8 @@ def write_run_folder(
     seed: int,
     wall_seconds: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """metrics.json, predictions.json (when the final split was answered) and run_card.json; returns the metrics
-    and the card."""
+    """metrics.json, predictions.json and the benchmark's upload file (when the final split was answered) and
+    run_card.json; returns the metrics and the card."""
     validation = {
         "split": evaluation.validation_split,
         "num_questions": evaluation.validation_questions,
@@ -100,12 +101,18 @@ def write_run_folder(
         evaluation.scores,
         evaluation.shuffled_accuracy,
         seed=seed,
+        benchmark=evaluation.benchmark.name,
         validation=validation,
         **fitted.metrics(),
     )
-    write_json(run_dir / "metrics.json", metrics)
     if evaluation.answers:
-        write_json(run_dir / "predictions.json", official_results(splits[evaluation.split], evaluation.answers))
+        final_split = splits[evaluation.split]
+        write_json(run_dir / "predictions.json", question_id_results(final_split, evaluation.answers))
+        benchmark = evaluation.benchmark
+        if benchmark.upload_file != "predictions.json":
+            write_json(run_dir / benchmark.upload_file, benchmark.upload(final_split, evaluation.answers))
+            metrics["benchmark"]["upload_file"] = benchmark.upload_file
+    write_json(run_dir / "metrics.json", metrics)
     card = run_card(CODE_FOLDER, splits, wall_seconds, fitted.train_metrics, fitted.world_size) | fitted.card
     write_json(run_dir / "run_card.json", card)
     return metrics, card
@@ -132,11 +139,17 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
             "questions (what searches maximise)",
         )
     lines += [f"  {name:<16}{value}" for name, value in metrics["per_answer_type"].items()]
+    benchmark = metrics.get("benchmark") or {}
+    if benchmark.get("scores"):
+        lines.append(f"{benchmark['name']} (the benchmark's official metrics)")
+        lines += [f"  {name:<32}{value:.4g}" for name, value in benchmark["scores"].items()]
     if metrics.get("vqa_accuracy_shuffled_images") is not None:
         lines.append(f"shuffled images   {metrics['vqa_accuracy_shuffled_images']} (each question on another image)")
     if "baseline" in metrics:
         lines.append(f"baseline          {metrics['baseline']['name']} by {metrics['baseline']['by']}, no training")
     lines += data_caveat_lines(metrics.get("data", {}))
+    if benchmark.get("upload_file"):
+        lines.append(f"upload file       {run_dir / benchmark['upload_file']} ({benchmark['name']}'s format)")
     lines.append(f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)")
     if card["train_samples_per_second"]:
         lines.append(f"throughput        {card['train_samples_per_second']} training samples/s on {card['device']}")

@@ -10,14 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vqa.data.build import BuildOptions, BuildReport
     from vqa.data.easy_vqa import EasyVQAOptions, build_easy_vqa
     from vqa.data.schema import DataError, TrainingSplits, has_answers
     from vqa.data.splits import split_by_image
-    from vqa.data.vqa_v2 import BuildOptions, BuildReport, build_vqa_v2
+    from vqa.data.vqa_v2 import build_vqa_v2
 
 _SOURCES: dict[str, str] = {
-    "BuildOptions": "vqa.data.vqa_v2",
-    "BuildReport": "vqa.data.vqa_v2",
+    "BuildOptions": "vqa.data.build",
+    "BuildReport": "vqa.data.build",
     "DataError": "vqa.data.schema",
     "EasyVQAOptions": "vqa.data.easy_vqa",
     "TrainingSplits": "vqa.data.schema",

@@ -20,6 +20,7 @@ from datasets import Dataset, DatasetDict, DatasetInfo, Features, Image, List, V
 from datasets.table import InMemoryTable, table_cast
 from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+from vqa.data.benchmark import VQA, Benchmark
 from vqa.errors import UserError
 
 ANSWERS_PER_QUESTION = 10
@@ -70,15 +71,23 @@ def require_bool(name: str, value: Any) -> None:
 
 
 class TrainingSplits(DatasetDict):
-    """`train`, `validation` and `test`, and `dropped`: what the builds behind them left out, by reason.
+    """`train`, `validation` and `test`; `dropped`: what the builds behind them left out, by reason; and `benchmark`:
+    how the splits are scored and their predictions uploaded (`vqa.data.benchmark`).
 
     `dropped` sums the counts over the builds (a split built once counts once, also when loaded from the cache),
     with the keys of DROPPED_KEYS that apply to the source.
     """
 
-    def __init__(self, *args: Any, dropped: Mapping[str, int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        dropped: Mapping[str, int] | None = None,
+        benchmark: Benchmark = VQA,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.dropped: dict[str, int] = dict(dropped or {})
+        self.benchmark = benchmark
 
 
 def sum_dropped(reports: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -96,14 +105,22 @@ def empty_columns() -> dict[str, list[Any]]:
     return {name: [] for name in COLUMNS}
 
 
-def stored_dataset(columns: dict[str, list[Any]]) -> Dataset:
+def stored_dataset(columns: dict[str, list[Any]], extra_features: Mapping[str, Any] | None = None) -> Dataset:
     """The dataset in the schema from column lists (images as path strings), in memory.
 
     Straight to Arrow with the schema's types: `Dataset.from_dict` would encode every value in Python first
     (about 16 s for VQA v2 train). The path strings become the Image feature's `{bytes: None, path}` storage.
+
+    Args:
+        extra_features: a benchmark's own columns after the shared ones (A-OKVQA's choices, TextVQA's OCR tokens),
+            name -> `datasets` feature; `columns` holds them too.
     """
-    table = InMemoryTable.from_pydict(columns, schema=_COLLECTED_SCHEMA)
-    return Dataset(InMemoryTable(table_cast(table.table, FEATURES.arrow_schema)), info=DatasetInfo(features=FEATURES))
+    features, collected = FEATURES, _COLLECTED_SCHEMA
+    if extra_features:
+        features = Features({**FEATURES, **extra_features})
+        collected = Features({**features, "image": Value("string")}).arrow_schema
+    table = InMemoryTable.from_pydict(columns, schema=collected)
+    return Dataset(InMemoryTable(table_cast(table.table, features.arrow_schema)), info=DatasetInfo(features=features))
 
 
 def with_image_column(dataset: Dataset) -> Dataset:

@@ -21,21 +21,17 @@ from typing import Any
 
 from datasets import Dataset
 
-from vqa.data.cache import cached_build, file_signature
-from vqa.data.images import POLICIES, ImageCheck, MissingImagePolicy, check_images, validate_policy
-from vqa.data.schema import (
-    ANSWERS_PER_QUESTION,
-    DROPPED_KEYS,
-    DataError,
-    TrainingSplits,
-    empty_columns,
-    require_bool,
-    require_positive_or_none,
-    stored_dataset,
-    sum_dropped,
-    with_image_column,
+from vqa.data.benchmark import VQA
+from vqa.data.build import (
+    BuildOptions,
+    BuildReport,
+    drop_bad_images,
+    first_images_and_questions,
+    official_training_splits,
 )
-from vqa.data.splits import split_by_image
+from vqa.data.cache import cached_build, file_signature
+from vqa.data.images import POLICIES, MissingImagePolicy, check_images
+from vqa.data.schema import DataError, TrainingSplits, empty_columns, stored_dataset, with_image_column
 from vqa.data.vqa_v2_files import load_annotations, load_questions
 from vqa.errors import ArgumentParser, exit_on_user_error
 
@@ -63,57 +59,6 @@ SPLITS: dict[str, SplitFiles] = {
     "test2015": SplitFiles("v2_OpenEnded_mscoco_test2015_questions.json", None, "test2015"),
     "test-dev2015": SplitFiles("v2_OpenEnded_mscoco_test-dev2015_questions.json", None, "test2015"),
 }
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Filters applied in this order: agreement, images, questions; then the image files are checked."""
-
-    max_questions: int | None = None
-    max_images: int | None = None  # keep the questions of the first N images by id
-    min_agreement: int | None = None  # textbook filter: >= K of 10 humans gave multiple_choice_answer
-    missing_images: MissingImagePolicy = "error"  # for missing, unreadable, truncated or oversized image files
-    verify_images: bool = True  # decode every image once (remembered); False: headers only
-
-    def validate(self) -> None:
-        """Raises DataError for a bad option, before anything is read."""
-        require_positive_or_none("max_questions", self.max_questions)
-        require_positive_or_none("max_images", self.max_images)
-        require_positive_or_none("min_agreement", self.min_agreement)  # first: a string would fail the comparison
-        if self.min_agreement is not None and self.min_agreement > ANSWERS_PER_QUESTION:
-            raise DataError(f"min_agreement: got {self.min_agreement}, expected 1..{ANSWERS_PER_QUESTION} or None")
-        validate_policy(self.missing_images)
-        require_bool("verify_images", self.verify_images)
-
-
-@dataclass
-class BuildReport:
-    """Counts of what a build kept and dropped, and why."""
-
-    split: str
-    questions: int = 0
-    images: int = 0
-    has_answers: bool = True
-    questions_in_file: int = 0
-    questions_without_annotation: int = 0
-    annotations_without_question: int = 0
-    questions_removed_by_agreement: int = 0
-    questions_skipped_for_images: int = 0
-    missing_image_files: int = 0
-    unreadable_image_files: int = 0  # not an image: the header cannot be parsed
-    undecodable_image_files: int = 0  # truncated or corrupt pixel data
-    oversized_image_files: int = 0  # over PIL.Image.MAX_IMAGE_PIXELS
-    images_decoded: int = 0  # by the build that wrote the cache; files verified by an earlier build are not
-    cache_folder: str = ""
-
-    @property
-    def dropped(self) -> dict[str, int]:
-        """What the build left out, by reason (the keys of `TrainingSplits.dropped`)."""
-        return {key: getattr(self, key) for key in DROPPED_KEYS}
-
-    def summary(self) -> str:
-        lines = [f"{key:<32}{value}" for key, value in asdict(self).items()]
-        return "\n".join(lines)
 
 
 def image_path(root: Path, split: str, image_id: int) -> Path:
@@ -195,11 +140,9 @@ def training_splits(
         missing_images=missing_images,
         verify_images=verify_images,
     )
-    full_train, train_report = build_vqa_v2(root, train_split, cache_dir, options)
-    train, minival = split_by_image(full_train, minival_images, seed)
-    final, final_report = build_vqa_v2(root, final_split, cache_dir, options)
-    dropped = sum_dropped([train_report.dropped, final_report.dropped])
-    return TrainingSplits(train=train, validation=minival, test=final, dropped=dropped)
+    return official_training_splits(
+        lambda split: build_vqa_v2(root, split, cache_dir, options), train_split, final_split, minival_images, seed, VQA
+    )
 
 
 def _required_file(path: Path) -> Path:
@@ -229,11 +172,11 @@ def _read_split(
     if annotations is not None:
         questions = _join_annotations(questions, annotations, questions_path, annotations_path, report)
         questions = _filter_by_agreement(questions, annotations, options.min_agreement, questions_path, report)
-    questions = _first_images_and_questions(questions, options)
+    questions = first_images_and_questions(questions, options)
 
     paths = {image_id: image_path(root, split, image_id) for image_id in {entry["image_id"] for entry in questions}}
     check = check_images(paths, options.missing_images, verify=options.verify_images, record_dir=cache_dir)
-    questions = _drop_bad_images(questions, check, split, questions_path, report)
+    questions = drop_bad_images(questions, check, split, questions_path, report)
 
     path_strings = {image_id: str(path) for image_id, path in paths.items()}
     columns = empty_columns()
@@ -302,42 +245,6 @@ def _filter_by_agreement(
         raise DataError(
             f"{questions_path}: no questions left after the min_agreement={min_agreement} filter (all "
             f"{len(questions)} annotated questions have fewer humans giving the answer), expected at least one"
-        )
-    return kept
-
-
-def _first_images_and_questions(questions: list[dict[str, Any]], options: BuildOptions) -> list[dict[str, Any]]:
-    """`max_images`, then `max_questions` (both >= 1, so a non-empty list stays non-empty)."""
-    if options.max_images is not None:
-        keep_images = set(sorted({entry["image_id"] for entry in questions})[: options.max_images])
-        questions = [entry for entry in questions if entry["image_id"] in keep_images]
-    if options.max_questions is not None:
-        questions = questions[: options.max_questions]
-    return questions
-
-
-def _drop_bad_images(
-    questions: list[dict[str, Any]], check: ImageCheck, split: str, questions_path: Path, report: BuildReport
-) -> list[dict[str, Any]]:
-    """Record the image check in the report; under policy `skip`, drop the questions of bad images."""
-    for key, count in check.counts().items():
-        setattr(report, key, count)
-    report.images_decoded = check.decoded
-    if not check.bad:
-        return questions
-    kept = [entry for entry in questions if entry["image_id"] not in check.bad]
-    report.questions_skipped_for_images = len(questions) - len(kept)
-    logger.warning(
-        "%s: skipped %d questions whose image file is bad (%s of %d images)",
-        split,
-        report.questions_skipped_for_images,
-        check.summary(),
-        check.checked,
-    )
-    if not kept:
-        raise DataError(
-            f"{questions_path}: no questions left after the image checks (all {check.checked} images bad: "
-            f"{check.summary()}), expected at least one usable image"
         )
     return kept
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from vqa.data.benchmark import VQA, Benchmark
 from vqa.data.schema import column
 from vqa.evaluation.answering import AnsweredSplit, Answerer
 from vqa.evaluation.baselines import shuffle_images
@@ -19,8 +20,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinalEvaluation:
-    """The final split's answers and scores (`vqa_accuracy`, per answer type, `loss`; {} for a split without human
-    answers), the shuffled-image check, and the validation accuracy of the final weights."""
+    """The final split's answers and scores (`vqa_accuracy`, per answer type, the benchmark's own entries, `loss`; {}
+    for a split without human answers), the shuffled-image check, the validation accuracy of the final weights, and
+    the benchmark that scored them and writes the upload file."""
 
     split: str
     num_questions: int
@@ -30,6 +32,7 @@ class FinalEvaluation:
     validation_split: str
     validation_questions: int
     validation_accuracy: float | None
+    benchmark: Benchmark = VQA
 
 
 def evaluate_final(
@@ -41,14 +44,16 @@ def evaluate_final(
     shuffled_image_check: bool = True,
     seed: int = 0,
     logged_validation: float | None = None,
+    benchmark: Benchmark = VQA,
 ) -> FinalEvaluation:
     """Answer and score the final split, run the shuffled-image check, and take the eval split's accuracy of the
     answerer: the one training logged for these weights, the final split's own when it is the eval split, or one
-    more pass; none when `final_evaluation` is off and training logged none."""
+    more pass; none when `final_evaluation` is off and training logged none. `benchmark` adds its official metrics to
+    the final split's scores."""
     answered, scores, shuffled_accuracy = AnsweredSplit([]), {}, None
     if final_evaluation:
         answered = answer(splits[final_split], "test")
-        scores = score_split(splits[final_split], answered.answers)
+        scores = score_split(splits[final_split], answered.answers, benchmark)
         if scores and answered.loss is not None:
             scores["loss"] = answered.loss
         if scores and shuffled_check_applies(shuffled_image_check, splits[final_split], final_split):
@@ -73,6 +78,7 @@ def evaluate_final(
         validation_split=eval_split,
         validation_questions=len(splits[eval_split]),
         validation_accuracy=validation,
+        benchmark=benchmark,
     )
 
 

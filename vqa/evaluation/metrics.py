@@ -1,4 +1,8 @@
-"""VQA accuracy exactly as the official evaluation code computes it.
+"""The official metrics of the benchmarks, each as its official code computes it: VQA accuracy (VQA v2, OK-VQA,
+VizWiz), TextVQA's accuracy, A-OKVQA's direct-answer and multiple-choice accuracy, GQA's exact match, consistency and
+distribution. Each benchmark module (`vqa.data.<name>`) reads its columns and calls these.
+
+VQA accuracy, exactly as the official VQA evaluation code computes it.
 
 Reference: GT-Vision-Lab/VQA `PythonEvaluationTools/vqaEvaluation/vqaEval.py` at commit a013f00 (2021-03-11,
 "Fixed processing answers bug"), the current behaviour. Its rules, reproduced here:
@@ -17,10 +21,11 @@ Older copies of this code (2017) normalised the prediction unconditionally and g
 from __future__ import annotations
 
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from difflib import SequenceMatcher
 
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -158,3 +163,139 @@ def vqa_accuracy(questions: Iterable[ScoredQuestion]) -> dict[str, float | dict[
         "perQuestionType": {name: percent(values) for name, values in per_question_type.items()},
         "perAnswerType": {name: percent(values) for name, values in per_answer_type.items()},
     }
+
+
+def percent(values: Sequence[float]) -> float:
+    """The mean of per-question scores in [0, 1], in percent, unrounded (the rounding, where the official code
+    rounds, is the caller's)."""
+    if not values:
+        raise ValueError("no questions to score")
+    return 100 * sum(values) / len(values)
+
+
+# TextVQA: the EvalAI answer processing of MMF `mmf/utils/m4c_evaluators.py` (EvalAIAnswerProcessor), applied to the
+# prediction and to every human answer, always (VQA v2's code applies it only when the human answers differ).
+
+
+def evalai_normalize(text: str) -> str:
+    """EvalAI's processing: lowercase, commas and '?' removed, "'s" split off, then VQA's punctuation, number-word,
+    article and contraction rules."""
+    text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    return process_digit_article(process_punctuation(normalize_whitespace(text)))
+
+
+def textvqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+    """TextVQA accuracy in [0, 1] of one prediction: both sides through `evalai_normalize`, then the mean over the
+    leave-one-out subsets of min(1, matches / 3) (MMF's TextVQAAccuracyEvaluator)."""
+    answers = [evalai_normalize(answer) for answer in human_answers]
+    prediction = evalai_normalize(prediction)
+    return accuracy_from_matches([answer == prediction for answer in answers])
+
+
+# VizWiz: the VizWiz-VQA API's vqaEval.py (a fork of VQA v2's) and its answerability evaluation.
+
+
+def vizwiz_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+    """VizWiz accuracy in [0, 1]: the prediction always normalised (whitespace, punctuation, number words, articles),
+    the human answers compared as given, then VQA's leave-one-out mean of min(1, matches / 3). "unanswerable" is an
+    answer like any other."""
+    prediction = comparable_prediction(prediction, normalized=True)
+    return accuracy_from_matches([answer == prediction for answer in human_answers])
+
+
+def average_precision(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """scikit-learn's `average_precision_score` for one positive class: the sum over score thresholds, highest first,
+    of (recall gained) x precision, tied scores taken together. None without positives."""
+    positives = sum(labels)
+    if not positives:
+        return None
+    ranked = sorted(zip(scores, labels, strict=True), key=lambda pair: -pair[0])
+    total, true_positives, seen, previous_recall = 0.0, 0, 0, 0.0
+    for index, (score, label) in enumerate(ranked):
+        true_positives += label
+        seen += 1
+        if index + 1 < len(ranked) and ranked[index + 1][0] == score:
+            continue  # the threshold takes every question with this score at once
+        recall = true_positives / positives
+        total += (recall - previous_recall) * true_positives / seen
+        previous_recall = recall
+    return 100 * total
+
+
+def f1_score(labels: Sequence[bool], predicted: Sequence[bool]) -> float:
+    """F1 of the positive class, in percent (0 when nothing is predicted or labelled positive, as scikit-learn)."""
+    true_positives = sum(label and guess for label, guess in zip(labels, predicted, strict=True))
+    denominator = sum(labels) + sum(predicted)
+    return 100 * 2 * true_positives / denominator if denominator else 0.0
+
+
+# A-OKVQA: allenai/aokvqa `evaluation/eval_predictions.py`.
+
+
+def aokvqa_direct_answer_accuracy(prediction: str, direct_answers: Sequence[str]) -> float:
+    """min(1, matches / 3) of the prediction against the ten direct answers: exact string matches, no processing at
+    all and no leave-one-out averaging."""
+    matches = sum(prediction == answer for answer in direct_answers)
+    return min(1.0, matches / 3)
+
+
+def nearest_choice(prediction: str, choices: Sequence[str]) -> str:
+    """The choice a generated answer stands for: itself when it is one; otherwise the choice with the highest
+    `difflib` similarity ratio of lowercased texts, the first among ties. (The official remap_predictions.py takes the
+    nearest choice by averaged GloVe vectors, which no installable package here ships.)"""
+    if prediction in choices:
+        return prediction
+    ratios = [SequenceMatcher(None, prediction.lower(), choice.lower()).ratio() for choice in choices]
+    return choices[ratios.index(max(ratios))]
+
+
+# GQA: the official eval.py of the GQA site (questions1.2 release).
+
+
+def gqa_steps(operations: Sequence[str]) -> int:
+    """eval.py's `getStepsNum`: the program's operations ('select: bird', 'query: name') other than those containing
+    'exist', 'query: name' or 'choose name'."""
+    return sum(
+        not any(word in operation for word in ("exist", "query: name", "choose name")) for operation in operations
+    )
+
+
+def gqa_consistency(correct: Mapping[str, bool], entailed: Mapping[str, Sequence[str]]) -> float | None:
+    """eval.py's consistency, over the questions given: for each question answered correctly that entails others
+    among them, the fraction of those answered correctly; the mean of these, in percent. None when no correctly
+    answered question entails another one of the set.
+
+    Args:
+        correct: question id -> whether its prediction is exactly the answer.
+        entailed: question id -> the ids it entails (eval.py drops the question's own id from the list).
+    """
+    scores = []
+    for question_id, right in correct.items():
+        inferred = [other for other in entailed.get(question_id, ()) if other != question_id and other in correct]
+        if right and inferred:
+            scores.append(sum(correct[other] for other in inferred) / len(inferred))
+    return percent(scores) if scores else None
+
+
+def gqa_distribution(gold: Sequence[tuple[str | None, str]], predicted: Sequence[str]) -> float:
+    """eval.py's distribution score (lower is better): per global group, the chi-square of the predicted counts of
+    each gold answer against its gold count, weighted by the group's size, divided by 100. Questions without a
+    global group do not count; predicted answers that are not gold answers of the group are ignored.
+
+    Args:
+        gold: (global group or None, answer) per question.
+        predicted: the prediction per question, in the same order.
+    """
+    gold_counts: dict[str, Counter[str]] = defaultdict(Counter)
+    predicted_counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for (group, answer), prediction in zip(gold, predicted, strict=True):
+        if group is not None:
+            gold_counts[group][answer] += 1
+            predicted_counts[group][prediction] += 1
+    weighted, total = 0.0, 0
+    for group, expected in gold_counts.items():
+        score = sum((predicted_counts[group][answer] - count) ** 2 / count for answer, count in expected.items())
+        size = sum(expected.values())
+        weighted += score * size
+        total += size
+    return weighted / total / 100 if total else 0.0

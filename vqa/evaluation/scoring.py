@@ -1,5 +1,6 @@
 """Scoring answers: the official VQA accuracy of a split's predicted answers, overall and per answer type and question
-type, as metric entries (`vqa_accuracy`, `vqa_accuracy_<answer type>`)."""
+type, as metric entries (`vqa_accuracy`, `vqa_accuracy_<answer type>`), and beside them the benchmark's own official
+metrics (`vqa.data.benchmark`)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,22 @@ from typing import Any
 
 from datasets import Dataset
 
+from vqa.data.benchmark import VQA, Benchmark
 from vqa.data.schema import column, has_answers
 from vqa.evaluation.metrics import ScoredQuestion, vqa_accuracy
 
 
-def score_split(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float]:
+def score_split(dataset: Dataset, predictions: Sequence[str], benchmark: Benchmark = VQA) -> dict[str, float]:
     """Official VQA accuracy of `predictions` (in the split's order) against the split's human answers:
-    `vqa_accuracy` and one `vqa_accuracy_<answer type>` per answer type; {} for a split without answers (a test
-    split: predictions only)."""
+    `vqa_accuracy` and one `vqa_accuracy_<answer type>` per answer type, then the benchmark's own entries
+    (`benchmark.score`); {} for a split without answers (a test split: predictions only)."""
     if not has_answers(dataset):
         return {}
     accuracy = official_accuracy(dataset, predictions)
     metrics = {"vqa_accuracy": accuracy["overall"]}
     for answer_type, value in accuracy["perAnswerType"].items():
         metrics[f"vqa_accuracy_{metric_name(answer_type)}"] = value
-    return metrics
+    return {**metrics, **benchmark.score(dataset, predictions)}
 
 
 def official_accuracy(dataset: Dataset, predictions: Sequence[str]) -> dict[str, Any]:

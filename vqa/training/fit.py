@@ -13,7 +13,7 @@ from datasets import Dataset
 from omegaconf import DictConfig
 from transformers import Trainer, TrainerState, TrainingArguments
 
-from vqa.data.schema import column
+from vqa.data.schema import TrainingSplits, column
 from vqa.evaluation.answering import Fitted
 from vqa.instantiate import instantiate
 from vqa.model.loading import model_card
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 def fit_model(
     cfg: DictConfig,
-    splits: dict[str, Dataset],
+    splits: TrainingSplits,
     args: TrainingArguments,
     objective: Objective,
     trained: tuple[VQAModel, VQAProcessor] | None = None,
@@ -60,6 +60,7 @@ def fit_model(
         questions_per_image=cfg.trainer.questions_per_image,
         num_beams=cfg.trainer.num_beams,
         learning_rate_scales=cfg.trainer.get("learning_rate_scales"),
+        benchmark=splits.benchmark,
         callbacks=stopping_callbacks(cfg),
     )
     # After the Trainer has put the model on its device, so that the encoders run there once.

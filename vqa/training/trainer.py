@@ -16,6 +16,7 @@ from datasets import Image as ImageFeature
 from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from vqa.data.benchmark import VQA, Benchmark
 from vqa.data.sampling import ImageGroupedSampler
 from vqa.data.schema import column
 from vqa.errors import DivergenceError
@@ -40,10 +41,12 @@ def with_image_paths(dataset: Dataset) -> Dataset:
 
 
 class VQAMetrics:
-    """`compute_metrics`: decodes generated answers and scores them against the bound split (official rules)."""
+    """`compute_metrics`: decodes generated answers and scores them against the bound split (official rules: the VQA
+    accuracy, and the benchmark's own metrics beside it)."""
 
-    def __init__(self, processor: VQAProcessor) -> None:
+    def __init__(self, processor: VQAProcessor, benchmark: Benchmark = VQA) -> None:
         self.processor = processor
+        self.benchmark = benchmark
         self.dataset: Dataset | None = None
 
     def bind(self, dataset: Dataset) -> None:
@@ -56,7 +59,9 @@ class VQAMetrics:
         return self.processor.decode_answers(torch.from_numpy(np.where(generated < 0, pad, generated)))
 
     def __call__(self, evaluation: EvalPrediction) -> dict[str, float]:
-        return {} if self.dataset is None else score_split(self.dataset, self.decode(evaluation.predictions))
+        if self.dataset is None:
+            return {}
+        return score_split(self.dataset, self.decode(evaluation.predictions), self.benchmark)
 
 
 def load_checkpoint_weights(model: PreTrainedModel, folder: Path) -> None:
@@ -80,6 +85,7 @@ class VQATrainer(Trainer):
         num_beams: 1 for greedy decoding during evaluation.
         learning_rate_scales: a multiplier of `args.learning_rate` per component (`vqa.model.freezing.COMPONENTS`);
             a component not named keeps the base rate. The schedule scales every rate alike.
+        benchmark: whose official metrics each evaluation logs beside the VQA accuracy (`vqa.data.benchmark`).
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class VQATrainer(Trainer):
         questions_per_image: int | None = None,
         num_beams: int = 1,
         learning_rate_scales: Mapping[str, float] | None = None,
+        benchmark: Benchmark = VQA,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -106,7 +113,7 @@ class VQATrainer(Trainer):
         self.num_beams = num_beams
         self.learning_rate_scales = dict(learning_rate_scales or {})
         # Set before evaluation starts: the Trainer only generates predictions when compute_metrics exists.
-        self.compute_metrics = self.vqa_metrics = VQAMetrics(processor)
+        self.compute_metrics = self.vqa_metrics = VQAMetrics(processor, benchmark)
         self.train_start: float | None = None
         # Rows whose image file could not be decoded in the DataLoader (trained on without a loss, answered from a
         # blank image), counted on this process; reported in the run summary and metrics.json.
