@@ -257,3 +257,22 @@ def test_train_py_runs_every_benchmark_end_to_end(pristine: Path, tmp_path: Path
         }
         assert metrics["vqa_accuracy"] == expected["vqa_accuracy"] and metrics["validation"]["num_questions"] >= 1
     assert seen == set(CASES)
+
+
+def test_upload_files_of_splits_without_answers(pristine: Path, tmp_path: Path) -> None:
+    """A test split's upload file names each question by its official id (A-OKVQA's choice still mapped)."""
+    gqa, _ = build_gqa(pristine, "test", tmp_path)
+    assert GQA.upload(gqa, ["x", "y"]) == [
+        {"questionId": "91", "prediction": "x"},
+        {"questionId": "92", "prediction": "y"},
+    ]
+    aokvqa, _ = build_aokvqa(pristine, "test", tmp_path)
+    assert AOKVQA.upload(aokvqa, ["b", "zzz"]) == {
+        "x1": {"multiple_choice": "b", "direct_answer": "b"},
+        "x2": {"multiple_choice": "a", "direct_answer": "zzz"},
+    }
+    vizwiz, _ = build_vizwiz(pristine, "test", tmp_path)
+    assert [entry["image"] for entry in VIZWIZ.upload(vizwiz, ["x", "y"])] == [
+        "VizWiz_test_00000000.jpg",
+        "VizWiz_test_00000001.jpg",
+    ]
