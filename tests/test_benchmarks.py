@@ -23,6 +23,7 @@ from vqa.data.okvqa import OKVQA, build_okvqa
 from vqa.data.schema import COLUMNS, DataError
 from vqa.data.textvqa import TEXTVQA, build_textvqa
 from vqa.data.vizwiz import VIZWIZ, build_vizwiz
+from vqa.evaluation.metrics import vizwiz_accuracy
 from vqa.evaluation.scoring import score_split
 
 
@@ -276,3 +277,53 @@ def test_upload_files_of_splits_without_answers(pristine: Path, tmp_path: Path) 
         "VizWiz_test_00000000.jpg",
         "VizWiz_test_00000001.jpg",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        (
+            "gqa",
+            lambda entries: entries["01"].update(entailed=["\ud800"]),
+            r"\.entailed\[0\] .* expected text encodable",
+        ),
+        ("gqa", lambda entries: entries["01"].update(imageId="../n7"), r"\.imageId is '\.\./n7', expected a file name"),
+        ("vizwiz", lambda entries: entries[0].update(image="VizWiz\u0000.jpg"), r"\.image is .*, expected a file name"),
+        ("vizwiz", lambda entries: entries[0].update(answers=["yes"] * 10), r"answers holds a non-object"),
+        ("textvqa", lambda entries: entries["data"][0].update(question_id=2**64), r"expected an integer that fits in"),
+        (
+            "aokvqa",
+            lambda entries: entries[0].update(question_id="\ud800"),
+            r"\.question_id .* expected text encodable",
+        ),
+    ],
+)
+def test_malformed_fields_beyond_the_question_are_one_line(
+    name: str, change: Callable[[Any], None], message: str, root: Path, tmp_path: Path
+) -> None:
+    """Ids, file names and every stored text are checked too: a value Arrow cannot store, a file name that leaves the
+    image folder, or an id past int64 is one line, not a traceback."""
+    case = CASES[name]
+    content = case.entries(root)
+    change(content)
+    (root / case.scored_file).write_text(json.dumps(content))
+    with pytest.raises(DataError, match=message) as raised:
+        case.build(root, case.scored_split, tmp_path / "cache")
+    assert "\n" not in str(raised.value)
+
+
+def test_vizwiz_uses_its_own_contraction_table() -> None:
+    """The VizWiz API restores "dont" as "don\u2019t" (a typographic apostrophe); VQA v2's code as "don't"."""
+    assert vizwiz_accuracy("dont", ["don\u2019t"] * 10) == 1.0 and vizwiz_accuracy("dont", ["don't"] * 10) == 0.0
+
+
+def test_textvqa_ocr_records_of_one_image_must_agree(root: Path, tmp_path: Path) -> None:
+    path = root / "TextVQA_Rosetta_OCR_v0.2_val.json"
+    content = json.loads(path.read_text())
+    content["data"].append(dict(content["data"][0]))  # the same tokens again: accepted
+    path.write_text(json.dumps(content))
+    assert build_textvqa(root, "val", tmp_path, ocr_tokens=True)[0]["ocr_tokens"][0] == ["STOP", "coca", "cola"]
+    content["data"].append({**content["data"][0], "ocr_tokens": ["OTHER"]})
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=r"data\[3\] gives image '00aa0000000000a7' other tokens than data\[0\]"):
+        build_textvqa(root, "val", tmp_path / "second", ocr_tokens=True)

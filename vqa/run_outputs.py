@@ -111,7 +111,7 @@ def write_run_folder(
         benchmark = evaluation.benchmark
         if benchmark.upload_file != "predictions.json":
             write_json(run_dir / benchmark.upload_file, benchmark.upload(final_split, evaluation.answers))
-            metrics["benchmark"]["upload_file"] = benchmark.upload_file
+        metrics["benchmark"]["upload_file"] = benchmark.upload_file
     write_json(run_dir / "metrics.json", metrics)
     card = run_card(CODE_FOLDER, splits, wall_seconds, fitted.train_metrics, fitted.world_size) | fitted.card
     write_json(run_dir / "run_card.json", card)
@@ -148,7 +148,7 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
     if "baseline" in metrics:
         lines.append(f"baseline          {metrics['baseline']['name']} by {metrics['baseline']['by']}, no training")
     lines += data_caveat_lines(metrics.get("data", {}))
-    if benchmark.get("upload_file"):
+    if benchmark.get("upload_file") not in (None, "predictions.json"):
         lines.append(f"upload file       {run_dir / benchmark['upload_file']} ({benchmark['name']}'s format)")
     lines.append(f"wall time         {card['wall_seconds']:.0f} s (training {card['train_seconds']:.0f} s)")
     if card["train_samples_per_second"]:

@@ -235,15 +235,15 @@ VIZWIZ_VAL = [
 ]
 # "Unanswerable." is normalised (always, unlike VQA v2's code) to "unanswerable": 10 match -> 1. "the red" -> "red":
 # 4 match -> 1. "unanswerable" against yes/no -> 0. Unanswerable is the positive class: labels 1, 0, 0; predicted 1, 0,
-# 1. F1 = 2 * 1 / (1 + 2); average precision: at score 1, recall 1 with precision 1/2.
+# 1. F1 = 2 * 1 / (1 + 2); average precision: at score 1, recall 1 with precision 1/2. The API rounds to 2 decimals.
 VIZWIZ_PREDICTIONS = ["Unanswerable.", "the red", "unanswerable"]
 VIZWIZ_EXPECTED = {
-    "vizwiz_accuracy": 200 / 3,
+    "vizwiz_accuracy": 66.67,
     "vizwiz_accuracy_other": 100.0,
     "vizwiz_accuracy_unanswerable": 100.0,
     "vizwiz_accuracy_yes_no": 0.0,
     "vizwiz_unanswerable_average_precision": 50.0,
-    "vizwiz_unanswerable_f1": 200 / 3,
+    "vizwiz_unanswerable_f1": 66.67,
 }
 
 

@@ -87,7 +87,7 @@ def read_split(root: Path, split: str) -> list[dict[str, Any]]:
         where = f"[{index}]"
         require_fields(path, where, entry, {**QUESTION_FIELDS, **(ANSWER_FIELDS if answered else {})})
         require_unique(path, where, "question_id", entry["question_id"], first_seen)
-        label = f"question_id {entry['question_id']}"
+        label = f"question_id {entry['question_id']!r}"
         require_question_text(path, where, entry["question"], label)
         require_string_list(path, f"{where}.choices", entry["choices"], CHOICES)
         answers = entry["direct_answers"] if answered else []
@@ -98,7 +98,8 @@ def read_split(root: Path, split: str) -> list[dict[str, Any]]:
                 raise DataError(
                     f"{path}: {where}.correct_choice_idx is {entry['correct_choice_idx']}, expected 0..{CHOICES - 1}"
                 )
-        require_utf8(path, where, entry, ("question", "choices", "direct_answers", "rationales"), label)
+        texts = ("question_id", "question", "choices", "direct_answers", "rationales")
+        require_utf8(path, where, entry, texts, label)
         majority = majority_answer(answers) if answered else None
         records.append(
             {

@@ -1,9 +1,10 @@
 """What a benchmark adds to the shared schema at the end of a run: its official scores and its upload file.
 
 Every split with human answers gets the VQA accuracy (`vqa_accuracy`, `vqa.evaluation.scoring.score_split`), which
-model selection reads. A benchmark whose official metric differs (GQA's exact match, A-OKVQA's direct-answer and
-multiple-choice accuracy, TextVQA's normalisation) adds its own entries beside it, named after the benchmark, and
-writes predictions in the format its evaluation server takes. A data module hands its `Benchmark` to the run through
+model selection reads. A benchmark adds its official entries beside it, named after the benchmark: where its metric
+differs (GQA's exact match, A-OKVQA's direct-answer and multiple-choice accuracy, TextVQA's and VizWiz's
+normalisation) and where it reports more (OK-VQA's knowledge categories, VizWiz's answerability). It also writes its
+predictions in the format its evaluation server takes. A data module hands its `Benchmark` to the run through
 `TrainingSplits.benchmark`; VQA v2 and easy-VQA use `VQA`.
 """
 
@@ -40,7 +41,7 @@ class Benchmark:
     """A data source's evaluation beyond the VQA accuracy.
 
     Attributes:
-        name: the benchmark's name in metrics.json and the run summary ("vqa_v2", "gqa", ...).
+        name: the benchmark's name in metrics.json and the run summary ("vqa" for VQA v2 and easy-VQA, "gqa", ...).
         score: its official metrics (`Scorer`); entry names start with the benchmark's name.
         upload: its upload format (`Uploader`).
         upload_file: the run folder's file for the upload format. Every run also writes predictions.json in VQA v2's

@@ -35,6 +35,7 @@ from vqa.data.json_checks import (
     has_text,
     read_json_object_without_repeats,
     require_fields,
+    require_file_name,
     require_question_text,
     require_utf8,
     required_file,
@@ -58,6 +59,7 @@ EXTRA_FEATURES = {
 }
 QUESTION_FIELDS = {"imageId": str, "question": str}
 ANSWER_FIELDS = {"answer": str, "fullAnswer": str, "types": dict, "entailed": list, "groups": dict, "semantic": list}
+TEXT_FIELDS = ("key", "imageId", "question", "answer", "fullAnswer")  # "key": the question id
 TYPE_FIELDS = {"structural": str, "semantic": str, "detailed": str}
 
 
@@ -75,9 +77,10 @@ def read_split(root: Path, split: str) -> list[dict[str, Any]]:
     for position, (official_id, entry) in enumerate(questions.items()):
         where = f"[{official_id!r}]"
         require_fields(path, where, entry, {**QUESTION_FIELDS, **(ANSWER_FIELDS if answered else {})})
-        label = f"question id {official_id}"
+        label = f"question id {official_id!r}"
         require_question_text(path, where, entry["question"], label)
-        require_utf8(path, where, entry, ("question", "answer", "fullAnswer"), label)
+        require_file_name(path, f"{where}.imageId", entry["imageId"])
+        require_utf8(path, where, {**entry, "key": official_id}, TEXT_FIELDS, label)
         record = {
             "question_id": position,
             "image_id": image_ids[entry["imageId"]],
@@ -99,6 +102,8 @@ def _answer_columns(path: Path, where: str, entry: dict[str, Any]) -> dict[str, 
     entailed = entry["entailed"]
     if not all(isinstance(other, str) for other in entailed):
         raise DataError(f"{path}: {where}.entailed is {entailed!r}, expected a list of question ids")
+    texts = {f"types.{name}": value for name, value in types.items()} | {"entailed": entailed, "groups.global": group}
+    require_utf8(path, where, texts, tuple(texts), f"{where}")
     operations = []
     for index, step in enumerate(entry["semantic"]):
         require_fields(path, f"{where}.semantic[{index}]", step, {"operation": str, "argument": str})
@@ -151,8 +156,7 @@ def score(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float]:
     consistency = gqa_consistency(
         dict(zip(official_ids, correct, strict=True)), dict(zip(official_ids, column(dataset, "entailed"), strict=True))
     )
-    if consistency is not None:
-        metrics["gqa_consistency"] = consistency
+    metrics["gqa_consistency"] = 0.0 if consistency is None else consistency  # eval.py's avg([]) is 0
     metrics["gqa_distribution"] = gqa_distribution(
         list(zip(column(dataset, "global_group"), answers, strict=True)), predictions
     )

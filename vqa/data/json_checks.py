@@ -13,6 +13,8 @@ from typing import Any
 
 from vqa.data.schema import DataError
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the schema's id columns are int64
+
 
 def read_json(path: Path, object_hook: Any = None, object_pairs_hook: Any = None) -> Any:
     """The parsed content of a JSON file; a missing, unreadable, malformed or non-UTF-8 file is a DataError."""
@@ -78,6 +80,14 @@ def require_fields(path: Path, where: str, entry: Any, fields: Mapping[str, type
         value = entry.get(name)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise DataError(f"{path}: {where}.{name} is {value!r}, expected {type_name(kind)}")
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise DataError(f"{path}: {where}.{name} is {value}, expected an integer that fits in 64 bits")
+
+
+def require_file_name(path: Path, where: str, name: str) -> None:
+    """`name` (an image id that names a file) is a plain file name: not empty, no folder, no NUL."""
+    if name in ("", ".", "..") or any(mark in name for mark in ("/", "\\", "\0")):
+        raise DataError(f"{path}: {where} is {name!r}, expected a file name inside the split's image folder")
 
 
 def require_string_list(path: Path, where: str, values: list[Any], length: int | None = None) -> None:

@@ -43,6 +43,7 @@ from vqa.data.json_checks import (
     has_text,
     read_json,
     require_fields,
+    require_file_name,
     require_question_text,
     require_string_list,
     require_unique,
@@ -79,15 +80,23 @@ def data_entries(path: Path) -> list[Any]:
 
 
 def read_ocr_tokens(path: Path) -> dict[str, list[str]]:
-    """Rosetta OCR tokens by image id."""
+    """Rosetta OCR tokens by image id. An image may have several records (one per question, in some copies of the
+    file) as long as they agree; records with other tokens for the same image are refused."""
     tokens: dict[str, list[str]] = {}
-    first_seen: dict[Any, str] = {}
+    first_seen: dict[str, str] = {}
     for index, entry in enumerate(data_entries(path)):
         where = f"data[{index}]"
         require_fields(path, where, entry, {"image_id": str, "ocr_tokens": list})
-        require_unique(path, where, "image_id", entry["image_id"], first_seen)
         require_string_list(path, f"{where}.ocr_tokens", entry["ocr_tokens"])
-        tokens[entry["image_id"]] = entry["ocr_tokens"]
+        require_utf8(path, where, entry, ("image_id", "ocr_tokens"), f"image {entry['image_id']!r}")
+        image_id = entry["image_id"]
+        if image_id in tokens and tokens[image_id] != entry["ocr_tokens"]:
+            raise DataError(
+                f"{path}: {where} gives image {image_id!r} other tokens than {first_seen[image_id]}, expected one set "
+                "of OCR tokens per image"
+            )
+        first_seen.setdefault(image_id, where)
+        tokens[image_id] = entry["ocr_tokens"]
     return tokens
 
 
@@ -109,7 +118,8 @@ def read_split(root: Path, split: str, ocr_tokens: bool = False) -> list[dict[st
         answers = entry["answers"] if answered else []
         if answered:
             require_string_list(path, f"{where}.answers", answers, ANSWERS_PER_QUESTION)
-        require_utf8(path, where, entry, ("question", "answers"), label)
+        require_file_name(path, f"{where}.image_id", entry["image_id"])
+        require_utf8(path, where, entry, ("image_id", "question", "answers"), label)
         if ocr is not None and entry["image_id"] not in ocr:
             raise DataError(
                 f"{root / ocr_file(split)}: no OCR tokens for image {entry['image_id']} ({label} in {path.name}), "

@@ -11,11 +11,12 @@ number, unanswerable) and `answerable` (0 or 1). In the shared schema `question_
 file and `image_id` numbers the file names in sorted order (`image_name` keeps the name, the key of the upload
 format); the most common answer (the first given among ties) is `multiple_choice_answer`; `question_type` is None.
 
-The official accuracy (`vizwiz_accuracy`, per answer type too) is the VizWiz API's: the prediction always normalised,
-the human answers as given, VQA's leave-one-out mean of min(1, matches / 3); "unanswerable" is an answer like any
-other. Answerability (unanswerable the positive class) is scored from the answers: a prediction of "unanswerable"
-says unanswerable, with score 1, anything else 0; the API's average precision and F1 (threshold 0.5) of these binary
-scores. (The API's caption metrics, BLEU to CIDEr, are not computed.) Percentages are unrounded.
+The official accuracy (`vizwiz_accuracy`, per answer type too) is the VizWiz API's: the prediction always normalised
+(with the API's own contraction table), the human answers as given, VQA's leave-one-out mean of min(1, matches / 3);
+"unanswerable" is an answer like any other. Answerability (unanswerable the positive class) is scored from the
+answers: a prediction of "unanswerable" says unanswerable, with score 1, anything else 0; the API's average precision
+and F1 (threshold 0.5) of these binary scores. (The API's caption metrics, BLEU to CIDEr, are not computed.)
+Percentages are rounded to two decimals with Python 3's `round`, as the API rounds them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from vqa.data.json_checks import (
     has_text,
     read_json,
     require_fields,
+    require_file_name,
     require_question_text,
     require_string_list,
     require_unique,
@@ -46,7 +48,7 @@ from vqa.data.json_checks import (
     required_file,
 )
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, TrainingSplits, column
-from vqa.evaluation.metrics import average_precision, comparable_prediction, f1_score, percent, vizwiz_accuracy
+from vqa.evaluation.metrics import average_precision, f1_score, percent, vizwiz_accuracy, vizwiz_normalize
 from vqa.evaluation.scoring import metric_name
 
 VERSION = 1  # of what `read_split` returns: bump when it changes
@@ -75,15 +77,18 @@ def read_split(root: Path, split: str) -> list[dict[str, Any]]:
         where = f"[{index}]"
         require_fields(path, where, entry, {**QUESTION_FIELDS, **(ANSWER_FIELDS if answered else {})})
         require_unique(path, where, "image", entry["image"], first_seen)
-        label = f"image {entry['image']}"
+        label = f"image {entry['image']!r}"
         require_question_text(path, where, entry["question"], label)
         answers = []
         if answered:
-            answers = [answer.get("answer") if isinstance(answer, dict) else answer for answer in entry["answers"]]
+            if not all(isinstance(answer, dict) for answer in entry["answers"]):
+                raise DataError(f"{path}: {where}.answers holds a non-object, expected objects with 'answer'")
+            answers = [answer.get("answer") for answer in entry["answers"]]
             require_string_list(path, f"{where}.answers", answers, ANSWERS_PER_QUESTION)
             if entry["answerable"] not in (0, 1):
                 raise DataError(f"{path}: {where}.answerable is {entry['answerable']!r}, expected 0 or 1")
-        require_utf8(path, where, {**entry, "answers": answers}, ("question", "answers"), label)
+        require_file_name(path, f"{where}.image", entry["image"])
+        require_utf8(path, where, {**entry, "answers": answers}, ("image", "question", "answers", "answer_type"), label)
         records.append(
             {
                 "question_id": index,
@@ -102,7 +107,7 @@ def read_split(root: Path, split: str) -> list[dict[str, Any]]:
 
 
 def says_unanswerable(prediction: str) -> bool:
-    return comparable_prediction(prediction, normalized=True) == UNANSWERABLE
+    return vizwiz_normalize(prediction) == UNANSWERABLE
 
 
 def score(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float]:
@@ -119,11 +124,11 @@ def score(dataset: Dataset, predictions: Sequence[str]) -> dict[str, float]:
         metrics[f"vizwiz_accuracy_{metric_name(answer_type)}"] = percent(by_type[answer_type])
     unanswerable = [not answerable for answerable in column(dataset, "answerable")]
     predicted = [says_unanswerable(prediction) for prediction in predictions]
-    precision = average_precision(unanswerable, [float(guess) for guess in predicted])
-    if precision is not None:
-        metrics["vizwiz_unanswerable_average_precision"] = precision
+    # Without unanswerable questions scikit-learn's average precision is 0 (recall is 1 at every threshold).
+    precision = average_precision(unanswerable, [float(guess) for guess in predicted]) or 0.0
+    metrics["vizwiz_unanswerable_average_precision"] = precision
     metrics["vizwiz_unanswerable_f1"] = f1_score(unanswerable, predicted)
-    return metrics
+    return {key: round(value, 2) for key, value in metrics.items()}  # the API's round(100 * x, 2), Python 3
 
 
 def upload(dataset: Dataset, predictions: Sequence[str]) -> list[dict[str, Any]]:

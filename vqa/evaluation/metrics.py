@@ -87,11 +87,11 @@ def process_punctuation(text: str) -> str:
     return PERIOD_STRIP.sub("", output, count=PERIOD_STRIP_COUNT)
 
 
-def process_digit_article(text: str) -> str:
+def process_digit_article(text: str, contractions: Mapping[str, str] = CONTRACTIONS) -> str:
     """Lowercase, number words to digits, articles dropped, contractions restored, single spaces."""
     words = [NUMBER_WORDS.get(word, word) for word in text.lower().split()]
     words = [word for word in words if word not in ARTICLES]
-    return " ".join(CONTRACTIONS.get(word, word) for word in words)
+    return " ".join(contractions.get(word, word) for word in words)
 
 
 def comparable_answers(human_answers: Sequence[str]) -> tuple[list[str], bool]:
@@ -195,11 +195,60 @@ def textvqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
 # VizWiz: the VizWiz-VQA API's vqaEval.py (a fork of VQA v2's) and its answerability evaluation.
 
 
+# The VizWiz API's own contraction table: most restored contractions are spelled with a typographic apostrophe (U+2019),
+# and some keys too, as the API's vqaEval.py has them.
+VIZWIZ_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn\u2019t\u2019ve", "couldnt\u2019ve": "couldn\u2019t\u2019ve", "didnt": "didn\u2019t",
+    "doesnt": "doesn\u2019t", "dont": "don\u2019t", "hadnt": "hadn\u2019t", "hadnt\u2019ve": "hadn\u2019t\u2019ve",
+    "hadn'tve": "hadn\u2019t\u2019ve", "hasnt": "hasn\u2019t", "havent": "haven\u2019t", "hed": "he\u2019d",
+    "hed\u2019ve": "he\u2019d\u2019ve", "he\u2019dve": "he\u2019d\u2019ve", "hes": "he\u2019s", "howd": "how\u2019d",
+    "howll": "how\u2019ll", "hows": "how\u2019s", "Id\u2019ve": "I\u2019d\u2019ve", "I\u2019dve": "I\u2019d\u2019ve",
+    "Im": "I\u2019m", "Ive": "I\u2019ve", "isnt": "isn\u2019t", "itd": "it\u2019d",
+    "itd\u2019ve": "it\u2019d\u2019ve", "it\u2019dve": "it\u2019d\u2019ve", "itll": "it\u2019ll",
+    "let\u2019s": "let\u2019s", "maam": "ma\u2019am", "mightnt": "mightn\u2019t",
+    "mightnt\u2019ve": "mightn\u2019t\u2019ve", "mightn\u2019tve": "mightn\u2019t\u2019ve",
+    "mightve": "might\u2019ve", "mustnt": "mustn\u2019t", "mustve": "must\u2019ve", "neednt": "needn\u2019t",
+    "notve": "not\u2019ve", "oclock": "o\u2019clock", "oughtnt": "oughtn\u2019t",
+    "ow\u2019s\u2019at": "\u2019ow\u2019s\u2019at", "\u2019ows\u2019at": "\u2019ow\u2019s\u2019at",
+    "\u2019ow\u2019sat": "\u2019ow\u2019s\u2019at", "shant": "shan\u2019t", "shed\u2019ve": "she\u2019d\u2019ve",
+    "she\u2019dve": "she\u2019d\u2019ve", "she\u2019s": "she\u2019s", "shouldve": "should\u2019ve",
+    "shouldnt": "shouldn\u2019t", "shouldnt\u2019ve": "shouldn\u2019t\u2019ve",
+    "shouldn\u2019tve": "shouldn\u2019t\u2019ve", "somebody\u2019d": "somebodyd",
+    "somebodyd\u2019ve": "somebody\u2019d\u2019ve", "somebody\u2019dve": "somebody\u2019d\u2019ve",
+    "somebodyll": "somebody\u2019ll", "somebodys": "somebody\u2019s", "someoned": "someone\u2019d",
+    "someoned\u2019ve": "someone\u2019d\u2019ve", "someone\u2019dve": "someone\u2019d\u2019ve",
+    "someonell": "someone\u2019ll", "someones": "someone\u2019s", "somethingd": "something\u2019d",
+    "somethingd\u2019ve": "something\u2019d\u2019ve", "something\u2019dve": "something\u2019d\u2019ve",
+    "somethingll": "something\u2019ll", "thats": "that\u2019s", "thered": "there\u2019d",
+    "thered\u2019ve": "there\u2019d\u2019ve", "there\u2019dve": "there\u2019d\u2019ve", "therere": "there\u2019re",
+    "theres": "there\u2019s", "theyd": "they\u2019d", "theyd\u2019ve": "they\u2019d\u2019ve",
+    "they\u2019dve": "they\u2019d\u2019ve", "theyll": "they\u2019ll", "theyre": "they\u2019re",
+    "theyve": "they\u2019ve", "twas": "\u2019twas", "wasnt": "wasn\u2019t", "wed\u2019ve": "we\u2019d\u2019ve",
+    "we\u2019dve": "we\u2019d\u2019ve", "weve": "we've", "werent": "weren\u2019t", "whatll": "what\u2019ll",
+    "whatre": "what\u2019re", "whats": "what\u2019s", "whatve": "what\u2019ve", "whens": "when\u2019s",
+    "whered": "where\u2019d", "wheres": "where's", "whereve": "where\u2019ve", "whod": "who\u2019d",
+    "whod\u2019ve": "who\u2019d\u2019ve", "who\u2019dve": "who\u2019d\u2019ve", "wholl": "who\u2019ll",
+    "whos": "who\u2019s", "whove": "who've", "whyll": "why\u2019ll", "whyre": "why\u2019re", "whys": "why\u2019s",
+    "wont": "won\u2019t", "wouldve": "would\u2019ve", "wouldnt": "wouldn\u2019t",
+    "wouldnt\u2019ve": "wouldn\u2019t\u2019ve", "wouldn\u2019tve": "wouldn\u2019t\u2019ve", "yall": "y\u2019all",
+    "yall\u2019ll": "y\u2019all\u2019ll", "y\u2019allll": "y\u2019all\u2019ll",
+    "yall\u2019d\u2019ve": "y\u2019all\u2019d\u2019ve", "y\u2019alld\u2019ve": "y\u2019all\u2019d\u2019ve",
+    "y\u2019all\u2019dve": "y\u2019all\u2019d\u2019ve", "youd": "you\u2019d", "youd\u2019ve": "you\u2019d\u2019ve",
+    "you\u2019dve": "you\u2019d\u2019ve", "youll": "you\u2019ll", "youre": "you\u2019re", "youve": "you\u2019ve",
+}  # fmt: skip
+
+
+def vizwiz_normalize(prediction: str) -> str:
+    """The VizWiz API's processing of a prediction: whitespace, VQA's punctuation rules, number words, articles, and
+    contractions by `VIZWIZ_CONTRACTIONS`."""
+    return process_digit_article(process_punctuation(normalize_whitespace(prediction)), VIZWIZ_CONTRACTIONS)
+
+
 def vizwiz_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """VizWiz accuracy in [0, 1]: the prediction always normalised (whitespace, punctuation, number words, articles),
-    the human answers compared as given, then VQA's leave-one-out mean of min(1, matches / 3). "unanswerable" is an
-    answer like any other."""
-    prediction = comparable_prediction(prediction, normalized=True)
+    """VizWiz accuracy in [0, 1]: the prediction always normalised (`vizwiz_normalize`), the human answers compared as
+    given, then VQA's leave-one-out mean of min(1, matches / 3). "unanswerable" is an answer like any other."""
+    prediction = vizwiz_normalize(prediction)
     return accuracy_from_matches([answer == prediction for answer in human_answers])
 
 
