@@ -35,6 +35,7 @@ from vqa.target_checks import (
     imported_target,
     is_hydra_key,
     plain,
+    qualified_name,
     takes_any_keyword,
 )
 from vqa.training.arguments import check_training_argument_types
@@ -70,6 +71,7 @@ def validate_config(cfg: DictConfig) -> None:
         check_model(cfg.model, pretrained_components=not cfg.get("init_from"))
     if cfg.get("objective") is not None:
         check_target_node(cfg.objective, "objective")
+        check_objective_head(cfg)
     # keys(): `in` on a DictConfig is False for a missing (???) value.
     if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):  # noqa: SIM118
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
@@ -192,4 +194,18 @@ def check_stop_at(stop_at: Any, eval_strategy: str | None) -> None:
         raise ConfigError(
             "trainer.stop_at.vqa_accuracy: set, but trainer.args.eval_strategy is 'no', so no evaluation would ever "
             "reach it; use eval_strategy=epoch or steps, or stop_at.vqa_accuracy=null"
+        )
+
+
+def check_objective_head(cfg: DictConfig) -> None:
+    """The objective trains the model's head: the classifier takes `objective=classifier`, the generator the others.
+    An objective class names the heads it trains in `heads` (the generator when it does not)."""
+    head = OmegaConf.select(cfg, "model.head", default="generator")
+    objective = imported_target(cfg.objective, "objective")
+    heads = getattr(objective, "heads", ("generator",))
+    if head not in heads:
+        choice = "objective=classifier" if head == "classifier" else "an objective for it (answer, soft, rl)"
+        raise ConfigError(
+            f"objective: {qualified_name(objective)} trains the {' or '.join(heads)} head, but model.head is {head!r}; "
+            f"use {choice}, or head=classifier for the classifier with its objective"
         )

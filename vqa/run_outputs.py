@@ -145,6 +145,13 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]) 
         lines += [f"  {name:<32}{value:.4g}" for name, value in benchmark["scores"].items()]
     if metrics.get("vqa_accuracy_shuffled_images") is not None:
         lines.append(f"shuffled images   {metrics['vqa_accuracy_shuffled_images']} (each question on another image)")
+    if metrics.get("classifier"):
+        classifier = metrics["classifier"]
+        final = classifier["coverage"].get(metrics["split"]) or {}
+        covered = (
+            f"; {final['covered']}% of the {metrics['split']} questions' answers, ceiling {final['accuracy_ceiling']}"
+        )
+        lines.append(f"classifier        {classifier['answers']} answers{covered if final else ''}")
     if "baseline" in metrics:
         lines.append(f"baseline          {metrics['baseline']['name']} by {metrics['baseline']['by']}, no training")
     lines += data_caveat_lines(metrics.get("data", {}))

@@ -11,10 +11,11 @@ from typing import Any
 from datasets import Dataset
 
 from vqa.data.schema import column
+from vqa.model.classifier import answer_vocabulary
 from vqa.model.configuration import VQAConfig
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
-from vqa.model.settings import PositiveInt, Probability
+from vqa.model.settings import Head, PositiveInt, Probability
 
 
 def tiny_model_and_processor(
@@ -31,13 +32,16 @@ def tiny_model_and_processor(
     max_answer_length: PositiveInt = 8,
     vision_conv_stem: bool = True,
     conditioned_bos: bool = True,
+    head: Head = "generator",
+    answer_min_count: PositiveInt = 9,
     **settings: Any,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Random-init small components; tokenizers trained on `train_split`'s questions and answers.
 
-    The arguments are the tiny components' sizes, the tokenizers', and two choices for components trained from
-    scratch that `VQAConfig` leaves off by default (a convolutional stem for the ViT, a BOS conditioned on question
-    and image); every other key of the `model` config node
+    The arguments are the tiny components' sizes, the tokenizers', two choices for components trained from scratch
+    that `VQAConfig` leaves off by default (a convolutional stem for the ViT, a BOS conditioned on question and
+    image), and the head (`head="classifier"`: over the training answers given at least `answer_min_count` times);
+    every other key of the `model` config node
     (fusion, inputs, freeze, LoRA, a fusion's own settings, ...) goes to `VQAConfig` as it is, so a new setting
     needs no change here.
     """
@@ -62,9 +66,10 @@ def tiny_model_and_processor(
         max_answer_tokens=max_answer_length,
         vision_conv_stem=vision_conv_stem,
         conditioned_bos=conditioned_bos,
+        **head_settings(train_split, head, answer_min_count),
         **settings,
     )
-    return VQAModel(config), processor
+    return with_answer_tokens(VQAModel(config), processor), processor
 
 
 def pretrained_model_and_processor(
@@ -75,17 +80,25 @@ def pretrained_model_and_processor(
     dropout: Probability | None = None,
     max_question_length: PositiveInt = 32,
     max_answer_length: PositiveInt = 8,
+    head: Head = "generator",
+    answer_min_count: PositiveInt = 9,
     **settings: Any,
 ) -> tuple[VQAModel, VQAProcessor]:
-    """Pretrained components by hub name or local folder; `train_split` is unused (the tokenizers are theirs).
+    """Pretrained components by hub name or local folder; the tokenizers are theirs, so `train_split` only gives the
+    classifier's answers (`head="classifier"`: those given at least `answer_min_count` times).
 
     The encoders may be of any family `vqa.model.encoders` accepts: the class comes from each checkpoint's config.
     `dropout` sets every dropout probability of the three components; None keeps each checkpoint's own. Every other
     key of the `model` config node goes to `VQAConfig` as it is.
     """
-    del train_split
     model = VQAModel.from_pretrained_components(
-        text_encoder, image_encoder, decoder, dropout=dropout, max_answer_tokens=max_answer_length, **settings
+        text_encoder,
+        image_encoder,
+        decoder,
+        dropout=dropout,
+        max_answer_tokens=max_answer_length,
+        **head_settings(train_split, head, answer_min_count),
+        **settings,
     )
     processor = VQAProcessor.from_pretrained_components(
         text_encoder,
@@ -94,4 +107,20 @@ def pretrained_model_and_processor(
         max_question_length=max_question_length,
         max_answer_length=max_answer_length,
     )
-    return model, processor
+    return with_answer_tokens(model, processor), processor
+
+
+def head_settings(train_split: Dataset, head: str, answer_min_count: int) -> dict[str, Any]:
+    """`VQAConfig`'s head settings: for the classifier, its answers, counted over the split's
+    `multiple_choice_answer`s (`vqa.model.classifier.answer_vocabulary`)."""
+    if head != "classifier":
+        return {"head": head}
+    answers = answer_vocabulary(column(train_split, "multiple_choice_answer"), answer_min_count)
+    return {"head": head, "answer_vocabulary": answers}
+
+
+def with_answer_tokens(model: VQAModel, processor: VQAProcessor) -> VQAModel:
+    """The model, its classifier (if any) told each answer's tokens (what `generate` returns for the class)."""
+    if model.answer_classifier is not None:
+        model.answer_classifier.set_answer_tokens(processor.encode_answers(model.config.answer_vocabulary))
+    return model

@@ -8,7 +8,16 @@ from transformers import AutoConfig, DistilBertConfig, GPT2Config, PretrainedCon
 
 from vqa.model.encoders import as_sub_config, check_image_encoder, check_text_encoder
 from vqa.model.fusion import fusion_class
-from vqa.model.settings import Inputs, PositiveInt, annotations_of, check_values, model_settings, resampler_settings
+from vqa.model.settings import (
+    HEADS,
+    Head,
+    Inputs,
+    PositiveInt,
+    annotations_of,
+    check_values,
+    model_settings,
+    resampler_settings,
+)
 
 
 class VQAConfig(PretrainedConfig):
@@ -41,6 +50,11 @@ class VQAConfig(PretrainedConfig):
         freeze: a preset name (`nothing`, `encoders`, `text_encoder`, `image_encoder`, `decoder`, `all`) or a list
             of component names (see `vqa.model.freezing.COMPONENTS`).
         max_answer_tokens: default number of new tokens for `generate`.
+        head: `"generator"` (GPT-2 writes the answer) or `"classifier"`: a linear layer over `answer_vocabulary`
+            reads GPT-2's state at BOS, whose cross-attention in every block pools the fused sequence
+            (`vqa.model.classifier`).
+        answer_vocabulary: the classifier's answers, in class order (built from the training split by the builders,
+            `vqa.model.classifier.answer_vocabulary`); None for the generator.
     """
 
     model_type = "vqa"
@@ -66,6 +80,8 @@ class VQAConfig(PretrainedConfig):
         inputs: Inputs = "both",
         freeze: str | list[str] = "nothing",
         max_answer_tokens: PositiveInt = 8,
+        head: Head = "generator",
+        answer_vocabulary: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         own = {
@@ -80,6 +96,7 @@ class VQAConfig(PretrainedConfig):
             "inputs": inputs,
             "freeze": freeze,
             "max_answer_tokens": max_answer_tokens,
+            "head": head,
         }
         try:  # a wrong setting fails here, before any weights are built
             # Types and ranges from this signature's annotations: a string "maybe" for a switch would be truthy.
@@ -87,6 +104,13 @@ class VQAConfig(PretrainedConfig):
             settings = model_settings(fusion, inputs, freeze, lora, resampler)
         except ValueError as error:
             raise ValueError(f"VQAConfig.{error}") from None
+        if head not in HEADS:
+            raise ValueError(f"VQAConfig.head: got {head!r}, expected one of {', '.join(HEADS)}")
+        if (head == "classifier") != bool(answer_vocabulary):
+            raise ValueError(
+                f"VQAConfig.answer_vocabulary: got {len(answer_vocabulary or [])} answers for head={head!r}, expected "
+                "a list of answers for the classifier and none for the generator"
+            )
         self.text_config = as_sub_config(text_config, "distilbert")
         self.vision_config = as_sub_config(vision_config, "vit")
         check_text_encoder(self.text_config, "VQAConfig.text_config")
@@ -111,6 +135,8 @@ class VQAConfig(PretrainedConfig):
         self.inputs = settings["inputs"]
         self.freeze = settings["freeze"]
         self.max_answer_tokens = max_answer_tokens
+        self.head = head
+        self.answer_vocabulary = list(answer_vocabulary) if answer_vocabulary else None
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             kwargs.setdefault(name, getattr(self.decoder_config, name, None))
         super().__init__(**kwargs)

@@ -19,6 +19,7 @@ from torch import nn
 from transformers import DynamicCache, EncoderDecoderCache, GPT2LMHeadModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from vqa.model.classifier import IGNORE, AnswerClassifier
 from vqa.model.configuration import VQAConfig
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.encoders import (
@@ -94,6 +95,11 @@ class VQAModel(PreTrainedModel):
         self.fusion = fusion_class(config.fusion)(config)
         decoder_width = config.decoder_config.n_embd
         self.bos_conditioning = nn.Linear(decoder_width, decoder_width) if config.conditioned_bos else None
+        self.answer_classifier = None
+        if config.head == "classifier":
+            self.answer_classifier = AnswerClassifier(
+                decoder_width, len(config.answer_vocabulary), config.max_answer_tokens
+            )
         self.frozen_components = resolve_freeze(config.freeze)
         self.post_init()
         if self.bos_conditioning is not None:
@@ -258,6 +264,8 @@ class VQAModel(PreTrainedModel):
                 "output_attentions=True needs eager attention (SDPA returns no weights): call "
                 "model.set_attn_implementation('eager') first"
             )
+        if self.answer_classifier is not None:
+            return self.classify(inputs, labels, output_attentions)
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("forward needs decoder_input_ids or labels")
@@ -273,15 +281,36 @@ class VQAModel(PreTrainedModel):
             **{kv_cache_keyword(): shared_cross_attention_cache(self.decoder, fused)},
         )
         logits = decoder_output.logits  # (B, T, V)
-        return VQAModelOutput(
-            loss=None if labels is None else answer_cross_entropy(logits, labels, num_items_in_batch),
-            logits=logits,
-            cross_attentions=decoder_output.cross_attentions if output_attentions else None,
-            decoder_attentions=decoder_output.attentions if output_attentions else None,
+        loss = None if labels is None else answer_cross_entropy(logits, labels, num_items_in_batch)
+        return model_output(loss, logits, decoder_output, fused, output_attentions)
+
+    def classify(
+        self, inputs: EncoderInputs, labels: torch.LongTensor | None = None, output_attentions: bool = False
+    ) -> VQAModelOutput:
+        """The classifier head (`vqa.model.classifier`): GPT-2 reads BOS alone, cross-attending to the fused sequence;
+        its final state at BOS (B, Hd) gives `logits` (B, A), one score per answer of `config.answer_vocabulary`.
+
+        Args:
+            labels: (B, T) `answer EOS` as for the generator; the loss is then the cross-entropy of each answer's
+                class, over the rows whose answer is in the vocabulary (training calls the configured objective).
+        """
+        fused = self.encode(inputs)
+        bos = fused.attention_mask.new_full((fused.attention_mask.shape[0], 1), self.config.decoder_config.bos_token_id)
+        decoder_output = self.decoder.transformer(
+            inputs_embeds=self.decoder_embeddings(bos, fused),
+            encoder_hidden_states=fused.hidden_states,
             encoder_attention_mask=fused.attention_mask,
-            encoder_segments=fused.segments,
-            encoder_image_sources=fused.image_sources,
+            output_attentions=output_attentions,
+            use_cache=False,
         )
+        logits = self.answer_classifier(decoder_output.last_hidden_state[:, 0])  # (B, A)
+        loss = None
+        if labels is not None:
+            classes = self.answer_classifier.classes_of(labels)
+            # Rows outside the vocabulary have no class: with none in the batch the loss is 0, not NaN.
+            total = nn.functional.cross_entropy(logits.float(), classes, ignore_index=IGNORE, reduction="sum")
+            loss = total / (classes != IGNORE).sum().clamp(min=1)
+        return model_output(loss, logits, decoder_output, fused, output_attentions)
 
     def decoder_embeddings(self, decoder_input_ids: torch.LongTensor, fused: FusedSequence) -> torch.FloatTensor:
         """GPT-2 token embeddings (B, T, Hd) of `decoder_input_ids`; with `conditioned_bos`, position 0 (BOS) also
@@ -330,8 +359,11 @@ class VQAModel(PreTrainedModel):
         Returns:
             (B, N) answer token ids without BOS; rows end at EOS and are padded with the pad id after it.
         """
-        fused = self.encode(EncoderInputs.pick(locals()))
         config = self.config.decoder_config
+        if self.answer_classifier is not None:  # the top answer's tokens, as the generator would write them
+            classes = self.classify(EncoderInputs.pick(locals())).logits.argmax(dim=1)
+            return self.answer_classifier.answer_tokens(classes, config.pad_token_id)
+        fused = self.encode(EncoderInputs.pick(locals()))
         bos = fused.attention_mask.new_full((fused.attention_mask.shape[0], 1), config.bos_token_id)
         if num_beams == 1 and generate_kwargs.get("num_return_sequences", 1) == 1:
             # Cross-attention keys and values once per distinct question and image, as in training. Beam search
@@ -357,6 +389,22 @@ class VQAModel(PreTrainedModel):
         is_eos = (answers == config.eos_token_id).long()
         after_first_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
         return answers.masked_fill(after_first_eos, config.pad_token_id)
+
+
+def model_output(
+    loss: torch.Tensor | None, logits: torch.Tensor, decoder_output: Any, fused: FusedSequence, attentions: bool
+) -> VQAModelOutput:
+    """`VQAModelOutput` of a forward pass: the loss, the logits ((B, T, V) of the generator, (B, A) of the classifier),
+    the decoder's attention weights when asked for, and the fused sequence's mask, segments and image sources."""
+    return VQAModelOutput(
+        loss=loss,
+        logits=logits,
+        cross_attentions=decoder_output.cross_attentions if attentions else None,
+        decoder_attentions=decoder_output.attentions if attentions else None,
+        encoder_attention_mask=fused.attention_mask,
+        encoder_segments=fused.segments,
+        encoder_image_sources=fused.image_sources,
+    )
 
 
 def parameters_without_gradient(model: VQAModel) -> list[nn.Parameter]:

@@ -60,6 +60,10 @@ Probability = Annotated[float, Range(low=0, high=1, high_open=True)]  # a dropou
 
 Inputs = Literal["both", "question_only", "image_only"]
 INPUTS: tuple[str, ...] = typing.get_args(Inputs)
+# What answers: the GPT-2 decoder writes the answer, or a classifier over a fixed answer vocabulary reads the decoder's
+# BOS position (`vqa.model.classifier`).
+Head = Literal["generator", "classifier"]
+HEADS: tuple[str, ...] = typing.get_args(Head)
 LORA_TARGETS: tuple[str, ...] = ("decoder", "cross_attention", "text_encoder", "image_encoder")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 from transformers import Trainer, TrainerState, TrainingArguments
 
 from vqa.data.schema import TrainingSplits, column
+from vqa.evaluation.answer_coverage import coverage
 from vqa.evaluation.answering import Fitted
 from vqa.instantiate import instantiate
 from vqa.model.loading import model_card
@@ -46,6 +48,7 @@ def fit_model(
         model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
     questions_cut = {name: count_cut_questions(processor, splits[name], name) for name in splits_in_use(cfg)}
+    classifier = classifier_report(model, splits, splits_in_use(cfg))
     # The batch keys the objective needs beyond the model inputs (soft targets, question and answer texts).
     collator = VQACollator(processor, inputs=model.config.inputs, batch_extras=getattr(objective, "batch_extras", None))
     trainer = VQATrainer(
@@ -98,13 +101,33 @@ def fit_model(
                 "dropped": splits.dropped,
                 "questions_cut": questions_cut,
                 "undecodable_images": trainer.undecodable_images,
-            }
+            },
+            **({"classifier": classifier} if classifier else {}),
         },
         # A sharded model would wait for the other ranks in its forward: the report then loads the checkpoint.
         report_parts={"model": None if trainer.is_fsdp_enabled else trainer.model, "processor": processor},
         write_checkpoint=checkpoint_writer(trainer, processor),
         writes_run_folder=trainer.is_world_process_zero(),
     )
+
+
+def classifier_report(model: VQAModel, splits: TrainingSplits, names: list[str]) -> dict[str, Any] | None:
+    """For the classifier head: its number of answers and, per split read, how much of the split they cover
+    (`vqa.evaluation.answer_coverage.coverage`: the covered share and the accuracy ceiling); None for the generator."""
+    if model.answer_classifier is None:
+        return None
+    vocabulary = model.config.answer_vocabulary
+    report = {"answers": len(vocabulary), "coverage": {name: coverage(vocabulary, splits[name]) for name in names}}
+    for name, covered in report["coverage"].items():
+        if covered is not None:
+            logger.info(
+                "classifier: %d answers cover %s%% of the %s questions; accuracy ceiling %s",
+                len(vocabulary),
+                covered["covered"],
+                name,
+                covered["accuracy_ceiling"],
+            )
+    return report
 
 
 def stopping_callbacks(cfg: DictConfig) -> list[StopAtAccuracy]:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 from vqa.errors import ConfigError
+from vqa.evaluation.answer_coverage import official_answer_scores
 from vqa.model.encoder_inputs import EncoderInputs
 from vqa.model.loss import answer_cross_entropy, per_label_token, sequence_cross_entropy
 from vqa.model.processing import VQAProcessor
@@ -133,3 +134,78 @@ class SoftAnswerCrossEntropy:
         outputs = teacher_forced(model, EncoderInputs.pick(batch).select_examples(batch[ANSWER_EXAMPLE]), labels)
         total = (sequence_cross_entropy(outputs.logits, labels) * weights).sum()
         return per_label_token(total, batch["labels"], num_items_in_batch), outputs
+
+
+ANSWER_SCORES = "answer_scores"  # batch key of AnswerClassification.batch_extras: (B, A) official score per answer
+SCORED_ROWS = "scored_rows"  # (B,) 1 for rows the soft loss counts (0: the row's image could not be decoded)
+ClassifierLoss = Literal["soft_bce", "cross_entropy"]
+
+
+class AnswerClassification:
+    """For `model.head=classifier` (`vqa.model.classifier`): the answer scores (B, A) against the human answers.
+
+    Args:
+        loss: `"soft_bce"`, the standard VQA v2 recipe: binary cross-entropy of every answer's score against its
+            official VQA score among the ten human answers (0, 0.3, 0.6, 0.9 or 1; 0 for answers no human gave),
+            summed over answers and averaged over questions; questions whose answers are all outside the vocabulary
+            still train every score toward 0. `"cross_entropy"`: the cross-entropy of the most common answer's
+            class, over the questions whose answer is in the vocabulary.
+    """
+
+    heads: tuple[str, ...] = ("classifier",)  # the model heads it trains (config checks read it)
+    averages_own_batch = True  # a mean over its micro-batch's questions
+
+    def __init__(self, loss: ClassifierLoss = "soft_bce") -> None:
+        self.check_options({"loss": loss})
+        self.loss = loss
+        self.classes: dict[str, int] = {}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse an unknown loss in one line (ConfigError)."""
+        if options.get("loss", "soft_bce") not in ("soft_bce", "cross_entropy"):
+            raise ConfigError(f"objective.loss: got {options.get('loss')!r}, expected soft_bce or cross_entropy")
+
+    def bind(self, model: nn.Module, processor: VQAProcessor) -> None:
+        """Learn the answer classes from the model's vocabulary."""
+        del processor
+        vocabulary = extract_model_from_parallel(model).config.answer_vocabulary or []
+        self.classes = {answer: index for index, answer in enumerate(vocabulary)}
+
+    def batch_extras(
+        self, processor: VQAProcessor, rows: list[dict[str, Any]], batch: dict[str, Any], undecodable: list[int]
+    ) -> dict[str, Any]:
+        """`answer_scores` (B, A) and `scored_rows` (B,) for the soft loss, in a batch with labels."""
+        del processor
+        if self.loss != "soft_bce" or "labels" not in batch:
+            return {}
+        scores = torch.zeros(len(rows), len(self.classes))
+        for row_index, row in enumerate(rows):
+            for answer, score in official_answer_scores(row["answers"], self.classes).items():
+                scores[row_index, self.classes[answer]] = score
+        scored = torch.ones(len(rows))
+        scored[undecodable] = 0.0  # a row without its image must not teach the model to answer from a blank one
+        return {ANSWER_SCORES: scores, SCORED_ROWS: scored}
+
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: Mapping[str, torch.Tensor],
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        del num_items_in_batch  # a mean over its own questions
+        inputs = EncoderInputs.pick(batch).as_kwargs()
+        if self.loss == "cross_entropy":
+            outputs = model(**inputs, labels=batch["labels"])
+            return outputs.loss, outputs
+        if ANSWER_SCORES not in batch:
+            raise ValueError(
+                "objective=classifier: the batch has no answer scores; build the collator with "
+                "VQACollator(..., batch_extras=objective.batch_extras)"
+            )
+        outputs = model(**inputs)
+        per_answer = nn.functional.binary_cross_entropy_with_logits(
+            outputs.logits.float(), batch[ANSWER_SCORES], reduction="none"
+        )
+        rows = batch[SCORED_ROWS]
+        return (per_answer.sum(dim=1) * rows).sum() / rows.sum().clamp(min=1), outputs
