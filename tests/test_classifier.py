@@ -19,6 +19,7 @@ from tests.test_configs import composed
 from vqa.config_checks import validate_config
 from vqa.errors import ConfigError
 from vqa.evaluation.answer_coverage import coverage, official_answer_scores
+from vqa.inspection.attention import explain_batch
 from vqa.model.builders import tiny_model_and_processor
 from vqa.model.classifier import IGNORE, answer_vocabulary
 from vqa.model.encoder_inputs import EncoderInputs
@@ -166,3 +167,15 @@ def test_train_py_trains_the_classifier_on_vqa_v2_with_frozen_encoders(
     assert (run_dir / "report.html").is_file() and metrics["vqa_accuracy"] is not None
     reloaded = VQAModel.from_pretrained(run_dir / "checkpoint")
     assert reloaded.config.head == "classifier" and reloaded.config.freeze == "encoders"
+
+
+def test_attention_maps_of_the_classifier_are_its_one_query(setting: dict[str, Any]) -> None:
+    """The classifier decides at GPT-2's BOS position: one map per layer and head over the fused sequence."""
+    model, processor = setting["model"], setting["processor"]
+    rows = [setting["splits"]["test"][index] for index in range(2)]
+    items = explain_batch(model, processor, [row["image"] for row in rows], [row["question"] for row in rows])
+    for item in items:
+        layers, heads = model.config.decoder_config.n_layer, model.config.decoder_config.n_head
+        assert item.weights.shape[:3] == (layers, heads, 1) and item.answer_tokens == [item.answer]
+        assert torch.allclose(item.weights.sum(dim=-1), torch.ones(layers, heads, 1), atol=1e-5)
+        assert item.answer in model.config.answer_vocabulary

@@ -194,7 +194,9 @@ def explain_batch(
     """Generate an answer for each (image, question) and return its cross-attention, one item per question.
 
     The answers are the model's greedy answers, generated as in evaluation (with its own attention
-    implementation); only the replay that reads the weights runs with eager attention.
+    implementation); only the replay that reads the weights runs with eager attention. A classifier
+    (`model.head=classifier`) chooses the whole answer at one query, GPT-2's BOS position: its item has one row
+    (T = 1), named by the answer.
     """
     refusal = map_refusal(model)
     if refusal is not None:
@@ -238,9 +240,10 @@ def explain_batch(
     image_sources = None if output.encoder_image_sources is None else output.encoder_image_sources.float().cpu()
     answers = processor.decode_answers(answer_ids)
     attention_mask, input_ids, labels = batch["attention_mask"].cpu(), batch["input_ids"].cpu(), labels.cpu()
+    classifier = model.answer_classifier is not None
     items = []
     for row, (image, question) in enumerate(zip(images, questions, strict=True)):
-        steps = int((labels[row] != -100).sum())
+        steps = 1 if classifier else int((labels[row] != -100).sum())
         question_positions = attention_mask[row].nonzero().squeeze(1)  # padding dropped
         keep = torch.cat([question_positions, torch.arange(question_length, cross.shape[-1])])
         num_question = len(question_positions)
@@ -254,7 +257,7 @@ def explain_batch(
         rollout = torch.cat(
             [to_outputs[:, :num_question] @ text_rollout, to_outputs[:, num_question:] @ image_rollout], dim=1
         )
-        answer_token_ids = labels[row, :steps].tolist()
+        answer_tokens = [processor.answer_tokenizer.decode([token]) for token in labels[row, :steps].tolist()]
         items.append(
             AnswerAttention(
                 question=question,
@@ -262,7 +265,7 @@ def explain_batch(
                 question_tokens=processor.question_tokenizer.convert_ids_to_tokens(
                     input_ids[row, question_positions].tolist()
                 ),
-                answer_tokens=[processor.answer_tokenizer.decode([token]) for token in answer_token_ids],
+                answer_tokens=[answers[row]] if classifier else answer_tokens,
                 image=image,
                 weights=weights,
                 rollout=rollout,
