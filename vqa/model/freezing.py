@@ -3,8 +3,9 @@
 Components of `VQAModel`:
 - `text_encoder`: the question encoder (DistilBERT by default).
 - `image_encoder`: the image encoder (ViT by default).
-- `projections`: everything the model adds between encoders and decoder: the fusion module (its projections into
-  the decoder width, their LayerNorms, modality embeddings, any parameters of a custom fusion) and BOS conditioning.
+- `projections`: everything the model adds to the three components: the fusion module (its projections into the
+  decoder width, their LayerNorms, modality embeddings, any parameters of a custom fusion), BOS conditioning and the
+  answer classifier of `head=classifier`.
 - `cross_attention`: GPT-2's cross-attention layers and their LayerNorms (`crossattention`, `ln_cross_attn`).
 - `decoder`: the rest of GPT-2: embeddings, self-attention, MLPs, final LayerNorm and the (tied) LM head.
 """
