@@ -179,3 +179,20 @@ def test_attention_maps_of_the_classifier_are_its_one_query(setting: dict[str, A
         assert item.weights.shape[:3] == (layers, heads, 1) and item.answer_tokens == [item.answer]
         assert torch.allclose(item.weights.sum(dim=-1), torch.ones(layers, heads, 1), atol=1e-5)
         assert item.answer in model.config.answer_vocabulary
+
+
+def test_shared_cross_attention_keys_give_the_scores_of_one_row_per_example(setting: dict[str, Any]) -> None:
+    """Image-grouped batches project each distinct image's and question's keys once (as the generator does): the
+    scores equal those of a batch with one row per example."""
+    model, processor = setting["model"].eval(), setting["processor"]
+    rows = training_rows(setting["splits"]["train"], 12)  # easy-VQA's consecutive questions share images
+    grouped = VQACollator(processor)(rows)
+    assert len(grouped["pixel_values"]) < len(rows)
+    decoded = [setting["splits"]["train"][index] for index in range(12)]  # decoded images: one per example
+    one_per_row = VQACollator(processor, distinct_questions=False)(decoded)
+    assert len(one_per_row["pixel_values"]) == len(rows) and "image_index" not in one_per_row
+    with torch.no_grad():
+        shared = model(**EncoderInputs.pick(grouped).as_kwargs()).logits
+        plain = model(**EncoderInputs.pick(one_per_row).as_kwargs()).logits
+    assert torch.allclose(shared, plain, atol=1e-5)
+    setting["model"].train()

@@ -302,6 +302,8 @@ class VQAModel(PreTrainedModel):
             encoder_attention_mask=fused.attention_mask,
             output_attentions=output_attentions,
             use_cache=False,
+            # As for the generator: the cross-attention keys and values of each distinct question and image once.
+            **{kv_cache_keyword(): shared_cross_attention_cache(self.decoder, fused)},
         )
         logits = self.answer_classifier(decoder_output.last_hidden_state[:, 0])  # (B, A)
         loss = None
