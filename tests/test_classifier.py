@@ -196,3 +196,17 @@ def test_shared_cross_attention_keys_give_the_scores_of_one_row_per_example(sett
         plain = model(**EncoderInputs.pick(one_per_row).as_kwargs()).logits
     assert torch.allclose(shared, plain, atol=1e-5)
     setting["model"].train()
+
+
+@pytest.mark.parametrize("fusion", ["pooled", "resampler"])
+def test_the_classifier_reads_any_fusion(fusion: str, setting: dict[str, Any]) -> None:
+    """The head sits after GPT-2, so every fusion feeds it: scores per answer, and a loss that trains."""
+    torch.manual_seed(0)
+    model, processor = tiny_model_and_processor(
+        setting["splits"]["train"], dropout=0.0, head="classifier", answer_min_count=1, fusion=fusion
+    )
+    batch = VQACollator(processor)(training_rows(setting["splits"]["train"], 6))
+    output = model(**EncoderInputs.pick(batch).as_kwargs(), labels=batch["labels"])
+    output.loss.backward()
+    assert output.logits.shape == (6, len(model.config.answer_vocabulary))
+    assert model.answer_classifier.scores.weight.grad.abs().sum() > 0
