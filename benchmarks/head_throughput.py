@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from throughput import coco_size_split, model_and_processor, to_device
+from throughput import model_and_processor, preset_splits, to_device
 from torch.utils.data import DataLoader
 
-from vqa.data import build_easy_vqa
 from vqa.data.sampling import ImageGroupedSampler
 from vqa.model.builders import with_answer_tokens
 from vqa.model.classifier import answer_vocabulary
@@ -99,14 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="JSON file (default benchmarks/results/head_throughput_<preset>_cpu.json)"
     )
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(True)
-    splits = build_easy_vqa(args.cache)
     images = tempfile.TemporaryDirectory()
-    if args.preset == "base":  # COCO-size JPEGs: decoding and resizing them is part of a real base-size step
-        splits = {
-            name: coco_size_split(splits[name], Path(images.name) / name, args.coco_images)
-            for name in ("train", "validation")
-        }
+    splits = preset_splits(args.cache, args.preset, args.coco_images, Path(images.name))
     results: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "preset": args.preset, "heads": {}}
     for head in ("generator", "classifier"):
         training = training_rate(args.preset, splits, head, args.steps, args.batch_size, args.workers)

@@ -80,6 +80,15 @@ def coco_size_split(split: Any, folder: Path, images: int, questions_per_image: 
     return Dataset.from_dict(columns).cast_column("image", ImageFeature())
 
 
+def preset_splits(cache: str, preset: str, coco_images: int, folder: Path) -> Any:
+    """easy-VQA's splits; for the base preset, its train and validation questions on `coco_images` COCO-size JPEGs per
+    split, written under `folder` (decoding and resizing them is part of a real base-size step)."""
+    splits = build_easy_vqa(cache)
+    if preset != "base":
+        return splits
+    return {name: coco_size_split(splits[name], folder / name, coco_images) for name in ("train", "validation")}
+
+
 def base_config(question_vocab_size: int, answer_vocab_size: int, **options: Any) -> VQAConfig:
     """The base preset's shapes (DistilBERT-base, ViT-B/16 at 224, GPT-2 small) for random-init weights; `options`
     go to VQAConfig (freeze, fusion, ...). The answer vocabulary has pad, BOS, EOS at 0, 1, 2."""
@@ -343,13 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
 
-    splits = build_easy_vqa(args.cache)
     images_folder = tempfile.TemporaryDirectory()
-    if args.preset == "base":  # COCO-size JPEGs: decoding and resizing them is part of a real base-size step
-        splits = {
-            name: coco_size_split(splits[name], Path(images_folder.name) / name, args.coco_images)
-            for name in ("train", "validation")
-        }
+    splits = preset_splits(args.cache, args.preset, args.coco_images, Path(images_folder.name))
     settings = {
         "freeze=nothing, random batches": ("nothing", False, False),
         "freeze=nothing, image-grouped batches": ("nothing", True, False),

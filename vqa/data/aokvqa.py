@@ -45,7 +45,6 @@ from vqa.data.json_checks import (
     require_string_list,
     require_unique,
     require_utf8,
-    required_file,
 )
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, TrainingSplits, column
 from vqa.evaluation.metrics import aokvqa_direct_answer_accuracy, nearest_choice, percent
@@ -76,7 +75,7 @@ def questions_file(split: str) -> str:
 
 def read_split(root: Path, split: str) -> list[dict[str, Any]]:
     """The split's questions as records of the shared schema (see the module docstring), each field checked."""
-    path = required_file(root / questions_file(split), "A-OKVQA")
+    path = root / questions_file(split)
     entries = read_json(path)
     if not isinstance(entries, list):
         raise DataError(f"{path}: a JSON {type(entries).__name__}, expected a list of questions")

@@ -147,13 +147,13 @@ def build_split(
         image_folder: where the split's images are; a file added or removed there rebuilds.
         read: the records, checked (fields, ids, text), in the file's order: the schema's columns (`answers` empty
             and the types None where the split has no answers; `image` the image's `Path`) and `extra_features`.
+        options: validated (`build_options`).
         version: the benchmark module's own version of what it reads: bump it when its records change.
 
     Raises:
-        DataError: a bad option, no records, an image id with two files, a bad image under policy `error`, or
+        DataError: no records, an image id with two files, a bad image under policy `error`, or
             nothing left after a filter (naming it).
     """
-    options.validate()
     key = {
         "builder": benchmark,
         "build_version": BUILD_VERSION,
@@ -296,7 +296,6 @@ def build_release(
         DataError: a bad option or split name, a missing root folder or file, or what `build_split` raises.
     """
     checked = build_options(options)
-    checked.validate()
     read_options = dict(read_options or {})
     root = Path(root).resolve()  # stored image paths are absolute, so the cache works from any directory
     if split not in release.splits:
@@ -341,12 +340,15 @@ def release_training_splits(
 
 
 def build_options(options: Mapping[str, Any]) -> BuildOptions:
-    """`BuildOptions` from a data config's option keys; a key that is not an option is one line (DataError)."""
+    """`BuildOptions` from a data config's option keys, validated; a key that is not an option, or a bad value, is one
+    line (DataError)."""
     accepted = list(BuildOptions.__dataclass_fields__)
     unknown = [name for name in options if name not in accepted]
     if unknown:
         raise DataError(f"data.{unknown[0]}: not an option of the data source; accepted: {', '.join(accepted)}")
-    return BuildOptions(**options)
+    checked = BuildOptions(**options)
+    checked.validate()
+    return checked
 
 
 def official_training_splits(

@@ -38,7 +38,6 @@ from vqa.data.json_checks import (
     require_file_name,
     require_question_text,
     require_utf8,
-    required_file,
 )
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, TrainingSplits, column
 from vqa.evaluation.metrics import gqa_consistency, gqa_distribution, gqa_steps, percent
@@ -69,7 +68,7 @@ def questions_file(split: str) -> str:
 
 def read_split(root: Path, split: str) -> list[dict[str, Any]]:
     """The split's questions as records of the shared schema (see the module docstring), each field checked."""
-    path = required_file(root / questions_file(split), "GQA")
+    path = root / questions_file(split)
     questions = read_json_object_without_repeats(path, "question id")
     answered = split in ANSWERED_SPLITS
     image_ids = dense_ids(entry.get("imageId") for entry in questions.values() if has_text(entry, "imageId"))

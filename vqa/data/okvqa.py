@@ -23,7 +23,6 @@ from datasets import Dataset
 
 from vqa.data.benchmark import Benchmark
 from vqa.data.build import BuildReport, OfficialRelease, build_release, majority_answer, release_training_splits
-from vqa.data.json_checks import required_file
 from vqa.data.schema import DataError, TrainingSplits
 from vqa.data.vqa_v2_files import ANNOTATION_FIELDS, load_annotations, load_questions
 from vqa.evaluation.scoring import metric_name, official_accuracy
@@ -58,8 +57,7 @@ def annotations_file(split: str) -> str:
 def read_split(root: Path, split: str) -> list[dict[str, Any]]:
     """The split's questions joined with their annotations, as records of the shared schema. Every question must have
     its annotation (same image) and every annotation its question: the release has both complete."""
-    questions_path = required_file(root / questions_file(split), "OK-VQA")
-    annotations_path = required_file(root / annotations_file(split), "OK-VQA")
+    questions_path, annotations_path = root / questions_file(split), root / annotations_file(split)
     questions = load_questions(questions_path, split)
     annotations = load_annotations(annotations_path, split, ANNOTATION_FIELDS_OKVQA)
     unmatched = [entry["question_id"] for entry in questions if entry["question_id"] not in annotations]

@@ -48,7 +48,6 @@ from vqa.data.json_checks import (
     require_string_list,
     require_unique,
     require_utf8,
-    required_file,
 )
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, TrainingSplits, column
 from vqa.evaluation.metrics import percent, textvqa_accuracy
@@ -102,9 +101,9 @@ def read_ocr_tokens(path: Path) -> dict[str, list[str]]:
 
 def read_split(root: Path, split: str, ocr_tokens: bool = False) -> list[dict[str, Any]]:
     """The split's questions as records of the shared schema (see the module docstring), each field checked."""
-    path = required_file(root / questions_file(split), "TextVQA")
+    path = root / questions_file(split)
     entries = data_entries(path)
-    ocr = read_ocr_tokens(required_file(root / ocr_file(split), "TextVQA Rosetta OCR")) if ocr_tokens else None
+    ocr = read_ocr_tokens(root / ocr_file(split)) if ocr_tokens else None
     answered = split != "test"
     image_ids = dense_ids(entry["image_id"] for entry in entries if has_text(entry, "image_id"))
     records = []

@@ -45,7 +45,6 @@ from vqa.data.json_checks import (
     require_string_list,
     require_unique,
     require_utf8,
-    required_file,
 )
 from vqa.data.schema import ANSWERS_PER_QUESTION, DataError, TrainingSplits, column
 from vqa.evaluation.metrics import average_precision, f1_score, percent, vizwiz_accuracy, vizwiz_normalize
@@ -65,7 +64,7 @@ def annotations_file(split: str) -> str:
 
 def read_split(root: Path, split: str) -> list[dict[str, Any]]:
     """The split's questions as records of the shared schema (see the module docstring), each field checked."""
-    path = required_file(root / annotations_file(split), "VizWiz")
+    path = root / annotations_file(split)
     entries = read_json(path)
     if not isinstance(entries, list):
         raise DataError(f"{path}: a JSON {type(entries).__name__}, expected a list of questions")

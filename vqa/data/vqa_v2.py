@@ -31,6 +31,7 @@ from vqa.data.build import (
 )
 from vqa.data.cache import cached_build, file_signature
 from vqa.data.images import POLICIES, MissingImagePolicy, check_images
+from vqa.data.json_checks import required_file
 from vqa.data.schema import DataError, TrainingSplits, empty_columns, stored_dataset, with_image_column
 from vqa.data.vqa_v2_files import load_annotations, load_questions
 from vqa.errors import ArgumentParser, exit_on_user_error
@@ -91,8 +92,8 @@ def build_vqa_v2(
     if not root.is_dir():
         raise DataError(f"{root}: VQA v2 root folder not found (expected the official JSON files and COCO folders)")
     files = SPLITS[split]
-    questions_path = _required_file(root / files.questions)
-    annotations_path = _required_file(root / files.annotations) if files.annotations else None
+    questions_path = required_file(root / files.questions, "VQA v2")
+    annotations_path = required_file(root / files.annotations, "VQA v2") if files.annotations else None
     image_folder = root / files.image_folder
     key = {
         "builder": "vqa_v2",
@@ -143,12 +144,6 @@ def training_splits(
     return official_training_splits(
         lambda split: build_vqa_v2(root, split, cache_dir, options), train_split, final_split, minival_images, seed, VQA
     )
-
-
-def _required_file(path: Path) -> Path:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (expected the official VQA v2 file {path.name})")
-    return path
 
 
 def _read_split(
