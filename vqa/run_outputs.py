@@ -29,6 +29,7 @@ def metrics_content(
     shuffled_accuracy: float | None = None,
     seed: int | None = None,
     benchmark: str = VQA.name,
+    upload_file: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """metrics.json: the final split's VQA accuracy overall and per answer type, the benchmark's own official metrics,
@@ -39,6 +40,7 @@ def metrics_content(
         scores: `vqa_accuracy`, `vqa_accuracy_<answer type>`, the benchmark's entries and optionally `loss`, as from
             `score_split`.
         benchmark: the name of the benchmark that scored the split.
+        upload_file: the run folder's file in its upload format (None when the split was not answered).
     """
     return {
         "split": split,
@@ -51,7 +53,7 @@ def metrics_content(
         "benchmark": {
             "name": benchmark,
             "scores": {key: value for key, value in scores.items() if key != "loss" and not key.startswith("vqa_acc")},
-            "upload_file": None,
+            "upload_file": upload_file,
         },
         "loss": scores.get("loss"),
         "seed": seed,
@@ -102,6 +104,7 @@ def write_run_folder(
         evaluation.shuffled_accuracy,
         seed=seed,
         benchmark=evaluation.benchmark.name,
+        upload_file=evaluation.benchmark.upload_file if evaluation.answers else None,
         validation=validation,
         **fitted.metrics(),
     )
@@ -111,7 +114,6 @@ def write_run_folder(
         benchmark = evaluation.benchmark
         if benchmark.upload_file != "predictions.json":
             write_json(run_dir / benchmark.upload_file, benchmark.upload(final_split, evaluation.answers))
-        metrics["benchmark"]["upload_file"] = benchmark.upload_file
     write_json(run_dir / "metrics.json", metrics)
     card = run_card(CODE_FOLDER, splits, wall_seconds, fitted.train_metrics, fitted.world_size) | fitted.card
     write_json(run_dir / "run_card.json", card)
