@@ -30,6 +30,7 @@ from vqa.model.settings import (
     type_name,
     value_fits,
 )
+from vqa.retrieval.attach import check_retrieval_options
 from vqa.target_checks import (
     check_target_node,
     imported_target,
@@ -72,6 +73,7 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("objective") is not None:
         check_target_node(cfg.objective, "objective")
         check_objective_head(cfg)
+    check_retrieval(cfg)
     # keys(): `in` on a DictConfig is False for a missing (???) value.
     if "root" in cfg.data.keys() and (OmegaConf.is_missing(cfg.data, "root") or not cfg.data.root):  # noqa: SIM118
         raise ConfigError("data.root: not set; pass data.root=/path/to/vqa (the folder of the official files)")
@@ -195,6 +197,26 @@ def check_stop_at(stop_at: Any, eval_strategy: str | None) -> None:
             "trainer.stop_at.vqa_accuracy: set, but trainer.args.eval_strategy is 'no', so no evaluation would ever "
             "reach it; use eval_strategy=epoch or steps, or stop_at.vqa_accuracy=null"
         )
+
+
+def check_retrieval(cfg: DictConfig) -> None:
+    """`retrieval` and `model.passages` go together: passages retrieved for a model that cannot read them, or a model
+    that reads passages with no retrieval to give them, would silently train something else than was asked."""
+    passages = OmegaConf.select(cfg, "model.passages", default="none")
+    retrieval = cfg.get("retrieval")
+    if FROM_CHECKPOINT in cfg.model or cfg.get("prior"):
+        return  # a checkpoint's model says what it reads; a prior reads no passages
+    if retrieval and passages == "none":
+        raise ConfigError(
+            "model.passages: none, but retrieval is on; expected frozen or trained (retrieval=bm25|dense set frozen)"
+        )
+    if not retrieval and passages not in (None, "none"):
+        raise ConfigError(
+            f"model.passages: {passages!r} reads retrieved passages, but retrieval is off; add retrieval=bm25 or "
+            "retrieval=dense (or set model.passages=none)"
+        )
+    if retrieval:  # the fusion's part is checked with the model's settings (vqa.model.settings.model_settings)
+        check_retrieval_options(retrieval.get("passages"), retrieval.get("k"))
 
 
 def check_objective_head(cfg: DictConfig) -> None:

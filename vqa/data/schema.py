@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -72,7 +73,8 @@ def require_bool(name: str, value: Any) -> None:
 
 class TrainingSplits(DatasetDict):
     """`train`, `validation` and `test`; `dropped`: what the builds behind them left out, by reason; and `benchmark`:
-    how the splits are scored and their predictions uploaded (`vqa.data.benchmark`).
+    how the splits are scored and their predictions uploaded (`vqa.data.benchmark`); `corpus_files`: the passage
+    corpora a knowledge task comes with, name -> JSONL file (`vqa.data.easy_vqa_facts`: `facts`, `swapped`).
 
     `dropped` sums the counts over the builds (a split built once counts once, also when loaded from the cache),
     with the keys of DROPPED_KEYS that apply to the source.
@@ -83,11 +85,13 @@ class TrainingSplits(DatasetDict):
         *args: Any,
         dropped: Mapping[str, int] | None = None,
         benchmark: Benchmark = VQA,
+        corpus_files: Mapping[str, Path] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.dropped: dict[str, int] = dict(dropped or {})
         self.benchmark = benchmark
+        self.corpus_files: dict[str, Path] = dict(corpus_files or {})
 
 
 def sum_dropped(reports: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 from datasets import Dataset
 
@@ -28,17 +29,22 @@ def split_by_image(dataset: Dataset, holdout: float | int, seed: int = 0) -> tup
     Returns:
         (kept, held_out), each keeping the input's row order.
     """
-    validate_holdout("holdout", holdout)
     image_column = column(dataset, "image_id")
-    image_ids = sorted(set(image_column))
-    # A fraction holds out at least one image, so that tiny debug subsets still have a validation split.
-    count = max(1, round(holdout * len(image_ids))) if isinstance(holdout, float) else holdout
-    if not count < len(image_ids):
-        raise DataError(
-            f"holdout: got {holdout!r} ({count} of {len(image_ids)} images), expected to leave images on both sides"
-        )
-    random.Random(seed).shuffle(image_ids)
-    held_images = set(image_ids[:count])
+    held_images = held_out_images(image_column, holdout, seed)
     held_rows = [row for row, image_id in enumerate(image_column) if image_id in held_images]
     kept_rows = [row for row, image_id in enumerate(image_column) if image_id not in held_images]
     return dataset.select(kept_rows), dataset.select(held_rows)
+
+
+def held_out_images(image_ids: Iterable[int], holdout: float | int, seed: int = 0) -> set[int]:
+    """The seeded random set of distinct `image_ids` that `split_by_image` holds out (`holdout` as there)."""
+    validate_holdout("holdout", holdout)
+    distinct = sorted(set(image_ids))
+    # A fraction holds out at least one image, so that tiny debug subsets still have a validation split.
+    count = max(1, round(holdout * len(distinct))) if isinstance(holdout, float) else holdout
+    if not count < len(distinct):
+        raise DataError(
+            f"holdout: got {holdout!r} ({count} of {len(distinct)} images), expected to leave images on both sides"
+        )
+    random.Random(seed).shuffle(distinct)
+    return set(distinct[:count])

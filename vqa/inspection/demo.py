@@ -32,7 +32,7 @@ from vqa.errors import ArgumentParser, UserError, exit_on_user_error, one_line
 from vqa.inspection.attention import AnswerAttention, Head, Layer, explain, map_refusal
 from vqa.inspection.attention_plots import HEAT_MAP, upsample
 from vqa.inspection.predict import top_answers
-from vqa.model.loading import load_checkpoint
+from vqa.model.loading import load_checkpoint, refuse_passage_model
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
 
@@ -259,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with exit_on_user_error():
         check_port(args.host, args.port)
         model, processor = load_checkpoint(folder, args.device)
+        refuse_passage_model(model, "python -m vqa.inspection.demo")
         launch(build_app(model, processor, args.top_k), args.host, args.port)
     return 0
 

@@ -29,7 +29,7 @@ from vqa.data.easy_vqa import build_easy_vqa
 from vqa.data.images import to_rgb
 from vqa.errors import ArgumentParser, exit_on_user_error
 from vqa.inspection.attention import AnswerAttention, Layer, explain_batch
-from vqa.model.loading import load_checkpoint
+from vqa.model.loading import load_checkpoint, refuse_passage_model
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
 
@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with exit_on_user_error():
         model, processor = load_checkpoint(args.checkpoint, args.device)
+        refuse_passage_model(model, "python -m vqa.inspection.grounding")
         dataset = build_easy_vqa(args.cache_dir)[args.split]
     if args.limit:
         dataset = dataset.select(range(min(args.limit, len(dataset))))

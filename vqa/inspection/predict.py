@@ -18,7 +18,7 @@ from vqa.data.images import OVERSIZED, ImageFileError, load_rgb
 from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
 from vqa.inspection.attention import Head, Layer, evaluation_mode, explain, map_refusal
 from vqa.inspection.attention_plots import plot_answer_attention, save_figure
-from vqa.model.loading import load_checkpoint
+from vqa.model.loading import load_checkpoint, refuse_passage_model
 from vqa.model.modeling import VQAModel, labels_from_answers
 from vqa.model.processing import VQAProcessor
 
@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checked_question(args.question)
         image = read_image(args.image)
         model, processor = load_checkpoint(args.checkpoint, args.device)
+        refuse_passage_model(model, "python -m vqa.inspection.predict")
     length = len(processor.question_tokenizer(args.question)["input_ids"])
     if length > processor.max_question_length:
         print(

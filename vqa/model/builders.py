@@ -34,9 +34,11 @@ def tiny_model_and_processor(
     conditioned_bos: bool = True,
     head: Head = "generator",
     answer_min_count: PositiveInt = 9,
+    passage_texts: list[str] | None = None,
     **settings: Any,
 ) -> tuple[VQAModel, VQAProcessor]:
-    """Random-init small components; tokenizers trained on `train_split`'s questions and answers.
+    """Random-init small components; tokenizers trained on `train_split`'s questions (and the retrieval corpus's
+    `passage_texts`, which are tokenized as questions are) and answers.
 
     The arguments are the tiny components' sizes, the tokenizers', two choices for components trained from scratch
     that `VQAConfig` leaves off by default (a convolutional stem for the ViT, a BOS conditioned on question and
@@ -46,7 +48,7 @@ def tiny_model_and_processor(
     needs no change here.
     """
     processor = VQAProcessor.train_tiny(
-        column(train_split, "question"),
+        column(train_split, "question") + list(passage_texts or []),
         column(train_split, "multiple_choice_answer"),
         image_size=image_size,
         question_vocab_size=question_vocab_size,
@@ -82,10 +84,12 @@ def pretrained_model_and_processor(
     max_answer_length: PositiveInt = 8,
     head: Head = "generator",
     answer_min_count: PositiveInt = 9,
+    passage_texts: list[str] | None = None,
     **settings: Any,
 ) -> tuple[VQAModel, VQAProcessor]:
     """Pretrained components by hub name or local folder; the tokenizers are theirs, so `train_split` only gives the
-    classifier's answers (`head="classifier"`: those given at least `answer_min_count` times).
+    classifier's answers (`head="classifier"`: those given at least `answer_min_count` times) and `passage_texts`
+    (the retrieval corpus) are not needed.
 
     The encoders may be of any family `vqa.model.encoders` accepts: the class comes from each checkpoint's config.
     `dropout` sets every dropout probability of the three components; None keeps each checkpoint's own. Every other

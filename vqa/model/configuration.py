@@ -12,6 +12,7 @@ from vqa.model.settings import (
     HEADS,
     Head,
     Inputs,
+    Passages,
     PositiveInt,
     annotations_of,
     check_values,
@@ -55,6 +56,10 @@ class VQAConfig(PretrainedConfig):
             (`vqa.model.classifier`).
         answer_vocabulary: the classifier's answers, in class order (built from the training split by the builders,
             `vqa.model.classifier.answer_vocabulary`); None for the generator.
+        passages: `"none"`, or how retrieved passages (`vqa.retrieval`) become a third fused segment: each passage
+            encoded by the text encoder without gradients (`"frozen"`) or with them (`"trained"`, when the text encoder
+            trains), projected like the question and marked by a third modality embedding. A batch without passages
+            runs such a model without the segment. Needs a fusion that reads passages (`Fusion.reads_passages`).
     """
 
     model_type = "vqa"
@@ -82,6 +87,7 @@ class VQAConfig(PretrainedConfig):
         max_answer_tokens: PositiveInt = 8,
         head: Head = "generator",
         answer_vocabulary: list[str] | None = None,
+        passages: Passages = "none",
         **kwargs: Any,
     ) -> None:
         own = {
@@ -97,11 +103,12 @@ class VQAConfig(PretrainedConfig):
             "freeze": freeze,
             "max_answer_tokens": max_answer_tokens,
             "head": head,
+            "passages": passages,
         }
         try:  # a wrong setting fails here, before any weights are built
             # Types and ranges from this signature's annotations: a string "maybe" for a switch would be truthy.
             check_values(own, annotations_of(VQAConfig))
-            settings = model_settings(fusion, inputs, freeze, lora, resampler)
+            settings = model_settings(fusion, inputs, freeze, lora, resampler, passages)
         except ValueError as error:
             raise ValueError(f"VQAConfig.{error}") from None
         if head not in HEADS:
@@ -137,6 +144,7 @@ class VQAConfig(PretrainedConfig):
         self.max_answer_tokens = max_answer_tokens
         self.head = head
         self.answer_vocabulary = list(answer_vocabulary) if answer_vocabulary else None
+        self.passages = settings["passages"]
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             kwargs.setdefault(name, getattr(self.decoder_config, name, None))
         super().__init__(**kwargs)

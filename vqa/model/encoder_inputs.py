@@ -6,7 +6,8 @@ tensors can be swapped by position.
 
 Shapes: B examples; M distinct questions and N distinct images when a batch shares them (image-grouped batches,
 a question asked of several images), otherwise M = N = B; Lq question tokens; I image-encoder positions (its CLS
-or other prefix tokens, then the patches); Ht and Hv the encoders' widths.
+or other prefix tokens, then the patches); Ht and Hv the encoders' widths; P distinct retrieved passages of Lp
+tokens, K of them per example.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class EncoderInputs:
         image_features: (N, I, Hv) the image encoder's cached `last_hidden_state`.
         question_index: (B,) the row of the question inputs for each example; None when M = B, one per example.
         image_index: (B,) the row of the image inputs for each example; None when N = B.
+        passage_input_ids: (P, Lp) token ids of the batch's P distinct retrieved passages (question tokenizer).
+        passage_attention_mask: (P, Lp) 1 for passage tokens, 0 for padding.
+        passage_index: (B, K) the rows of each example's K passages, in retrieval order.
     """
 
     input_ids: torch.LongTensor | None = None
@@ -40,6 +44,9 @@ class EncoderInputs:
     image_features: torch.FloatTensor | None = None
     question_index: torch.LongTensor | None = None
     image_index: torch.LongTensor | None = None
+    passage_input_ids: torch.LongTensor | None = None
+    passage_attention_mask: torch.LongTensor | None = None
+    passage_index: torch.LongTensor | None = None
 
     @classmethod
     def pick(cls, mapping: Mapping[str, Any]) -> EncoderInputs:
@@ -60,6 +67,7 @@ class EncoderInputs:
             self,
             question_index=_compose(self.question_index, examples) if has_questions else None,
             image_index=_compose(self.image_index, examples) if has_images else None,
+            passage_index=None if self.passage_index is None else self.passage_index.index_select(0, examples),
         )
 
 

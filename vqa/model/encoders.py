@@ -248,6 +248,16 @@ def question_states(encoder: PreTrainedModel, inputs: EncoderInputs, dtype: torc
     return encoder(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).last_hidden_state
 
 
+def passage_states(encoder: PreTrainedModel, inputs: EncoderInputs, dtype: torch.dtype) -> torch.FloatTensor | None:
+    """(P, Lp, Ht) the text encoder's `last_hidden_state` of the batch's distinct passages; None without passages."""
+    if inputs.passage_input_ids is None:
+        return None
+    if inputs.passage_attention_mask is None or inputs.passage_index is None:
+        raise ValueError("passage_input_ids need passage_attention_mask (P, Lp) and passage_index (B, K)")
+    states = encoder(input_ids=inputs.passage_input_ids, attention_mask=inputs.passage_attention_mask)
+    return states.last_hidden_state.to(dtype)
+
+
 def image_states(encoder: PreTrainedModel, inputs: EncoderInputs, dtype: torch.dtype) -> torch.FloatTensor:
     """(N, I, Hv) the image encoder's `last_hidden_state`, or the cached one (cast to `dtype`) when given."""
     if (inputs.pixel_values is None) == (inputs.image_features is None):

@@ -5,8 +5,9 @@ A fusion is an `nn.Module` subclass of `Fusion`, built from the `VQAConfig`, tha
 slice by these names). `VQAConfig.fusion` (`model.fusion` in the Hydra config) chooses it: `tokens`, `pooled`, or the
 import path of your own subclass (`my_package.fusions.MyFusion`), saved in the checkpoint's config.
 
-Shapes: B examples, M distinct questions of Lq tokens, N distinct images of I encoder positions (see
-`vqa.model.encoder_inputs`), Ht / Hv the encoders' widths, Hd the decoder's, S the fused length.
+Shapes: B examples, M distinct questions of Lq tokens, N distinct images of I encoder positions, P distinct passages
+of Lp tokens, K per example (see `vqa.model.encoder_inputs`), Ht / Hv the encoders' widths, Hd the decoder's, S the
+fused length.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from transformers import PretrainedConfig
 from vqa.instantiate import current_import_path
 from vqa.model.encoder_inputs import EncoderInputs
 
-TEXT, IMAGE = 0, 1  # rows of the modality embedding
+TEXT, IMAGE, PASSAGE = 0, 1, 2  # rows of the modality embedding (PASSAGE only in models that read passages)
 # The short names a config may use for the fusions of this module.
 BUILT_IN_FUSIONS = {
     "tokens": "vqa.model.fusion.TokenFusion",
@@ -39,10 +40,12 @@ class FusedSequence:
         hidden_states: (B, S, Hd) the cross-attention keys' source.
         attention_mask: (B, S) 1 where the decoder may attend.
         segments: the named parts of the S positions, in order: [(name, length), ...]. The token fusion's are
-            `question` (Lq) and `image` (I); the attention maps need those two.
-        shared_rows: optional, per segment in order, the (M or N, length, Hd) distinct rows and the (B,) index that
-            repeats them (None: one row per example). `VQAModel` then computes GPT-2's cross-attention keys and
-            values once per distinct row, which is what makes image-grouped batches cheap.
+            `question` (Lq) and `image` (I), which the attention maps need, then `passage_0` ... `passage_{K-1}` (Lp
+            each) when the batch has retrieved passages.
+        shared_rows: optional, per modality in order, the (M, N or P, length, Hd) distinct rows and the (B,) index
+            that repeats them ((B, K) for passages: each example's K rows, concatenated; None: one row per example).
+            `VQAModel` then computes GPT-2's cross-attention keys and values once per distinct row, which is what
+            makes image-grouped batches cheap.
         image_sources: optional (B, K, I), for a fusion whose K image keys are not the image encoder's I positions
             (a resampler): each row the share of each encoder position in that key, summing to 1. The attention
             maps follow it back to the patches; None: the image keys are the encoder positions themselves.
@@ -103,16 +106,19 @@ class Fusion(nn.Module):
         width = config.decoder_config.n_embd
         self.text_projection = Projection(config.text_config.hidden_size, width, config.projection_layer_norm)
         self.image_projection = Projection(config.vision_config.hidden_size, width, config.projection_layer_norm)
-        self.modality_embedding = nn.Embedding(2, width) if config.modality_embeddings else None
+        modalities = 2 if getattr(config, "passages", "none") == "none" else 3
+        self.modality_embedding = nn.Embedding(modalities, width) if config.modality_embeddings else None
 
     def forward(
         self,
         question_states: torch.FloatTensor | None,
         image_states: torch.FloatTensor | None,
         inputs: EncoderInputs,
+        passage_states: torch.FloatTensor | None = None,
     ) -> FusedSequence:
         """Fuse (M, Lq, Ht) question and (N, I, Hv) image states (None for a modality the model leaves out, see
-        `VQAConfig.inputs`); `inputs` gives the question mask and the row indices."""
+        `VQAConfig.inputs`) and, in a fusion that `reads_passages`, the (P, Lp, Ht) states of the batch's retrieved
+        passages (None without them); `inputs` gives the masks and the row indices."""
         raise NotImplementedError
 
     def projections_of(self, modality: str) -> list[nn.Module]:
@@ -122,19 +128,22 @@ class Fusion(nn.Module):
 
 
 class TokenFusion(Fusion):
-    """Every question token and every image position is a key: (B, Lq + I, Hd), segments `question` and `image`.
+    """Every question token and every image position is a key: (B, Lq + I, Hd), segments `question` and `image`;
+    with retrieved passages, each example's K passages follow, every token a key: (B, Lq + I + K * Lp, Hd).
 
     Each modality is projected (plus its modality embedding) per distinct row, before being repeated for its
-    examples, so a question or image shared in the batch is projected once.
+    examples, so a question, image or passage shared in the batch is projected once.
     """
 
     segment_names = ("question", "image")
+    reads_passages = True
 
     def forward(
         self,
         question_states: torch.FloatTensor | None,
         image_states: torch.FloatTensor | None,
         inputs: EncoderInputs,
+        passage_states: torch.FloatTensor | None = None,
     ) -> FusedSequence:
         parts, segments, image_sources = [], [], None
         if question_states is not None:
@@ -144,12 +153,17 @@ class TokenFusion(Fusion):
             image_keys, image_sources = self.image_keys(image_states)
             parts.append((self._keys(image_keys, IMAGE), inputs.image_index))
             segments.append(("image", image_keys.shape[1]))
+        if passage_states is not None:
+            parts.append((self._keys(self.text_projection(passage_states), PASSAGE), inputs.passage_index))
+            segments += [(f"passage_{rank}", passage_states.shape[1]) for rank in range(inputs.passage_index.shape[1])]
         hidden_states = torch.cat([repeat_rows(keys, index) for keys, index in parts], dim=1)
         masks = []
         if question_states is not None:
             masks.append(repeat_rows(inputs.attention_mask, inputs.question_index))
         if image_states is not None:
-            masks.append(hidden_states.new_ones(hidden_states.shape[0], segments[-1][1], dtype=torch.long))
+            masks.append(hidden_states.new_ones(hidden_states.shape[0], image_keys.shape[1], dtype=torch.long))
+        if passage_states is not None:
+            masks.append(repeat_rows(inputs.passage_attention_mask, inputs.passage_index))
         if image_sources is not None:
             image_sources = repeat_rows(image_sources, inputs.image_index)
         return FusedSequence(hidden_states, torch.cat(masks, dim=1), segments, parts, image_sources)
@@ -177,7 +191,10 @@ class PooledFusion(Fusion):
         question_states: torch.FloatTensor | None,
         image_states: torch.FloatTensor | None,
         inputs: EncoderInputs,
+        passage_states: torch.FloatTensor | None = None,
     ) -> FusedSequence:
+        if passage_states is not None:  # VQAConfig refuses passages with this fusion; a direct call is a bug
+            raise ValueError("the pooled fusion does not read passages")
         pooled = []
         if question_states is not None:
             question_mean = masked_mean(question_states, inputs.attention_mask)  # (M, Ht)
@@ -218,9 +235,17 @@ def masked_mean(states: torch.FloatTensor, mask: torch.LongTensor) -> torch.Floa
 def repeat_rows(tensor: torch.Tensor, index: torch.LongTensor | None) -> torch.Tensor:
     """(M, ...) distinct rows -> (B, ...) one per example (`tensor[index]`); unchanged when `index` is None.
 
+    A (B, K) index takes K rows per example and concatenates them along dimension 1: (M, L, ...) -> (B, K * L, ...)
+    (each example's K passages as one segment run).
+
     `index_select`, not `tensor[index]`: on CPU the backward of advanced indexing adds the repeated rows' gradients
     with atomic adds from several threads, in an order that changes from run to run (the last bits of the text
     encoder's gradients differed at the first logged step); `index_select`'s backward (`index_add_`) adds them in
     index order, and is faster here too (docs/reproducibility.md).
     """
-    return tensor if index is None else tensor.index_select(0, index)
+    if index is None:
+        return tensor
+    if index.dim() == 1:
+        return tensor.index_select(0, index)
+    rows = tensor.index_select(0, index.reshape(-1))  # (B * K, L, ...)
+    return rows.reshape(index.shape[0], index.shape[1] * tensor.shape[1], *tensor.shape[2:])

@@ -66,3 +66,16 @@ def model_card(config: VQAConfig) -> dict[str, Any]:
             "layers": getattr(sub_config, "num_hidden_layers", None),
         }
     return card
+
+
+def refuse_passage_model(model: VQAModel, command: str) -> None:
+    """A checkpoint that reads retrieved passages (`VQAConfig.passages`) would answer here without them: refused.
+
+    Raises:
+        CheckpointError: naming the command and what to use instead.
+    """
+    if getattr(model.config, "passages", "none") != "none":
+        raise CheckpointError(
+            f"{command}: this checkpoint reads retrieved passages (passages={model.config.passages!r}) and {command} "
+            "does not retrieve them yet; its answers are in its run's predictions.json (train.py with retrieval=...)"
+        )

@@ -26,6 +26,7 @@ from vqa.model.encoders import (
     build_encoder,
     image_states,
     install_conv_stem,
+    passage_states,
     question_states,
     unused_parameters,
 )
@@ -219,16 +220,24 @@ class VQAModel(PreTrainedModel):
         """Run the encoders (or take their cached outputs) and fuse them into the decoder's cross-attention keys.
 
         With `config.inputs="question_only"` the image inputs are ignored and the image encoder does not run; with
-        `"image_only"` likewise for the question.
+        `"image_only"` likewise for the question. Retrieved passages in `inputs` go through the text encoder too,
+        with gradients only when `config.passages="trained"` and the text encoder trains.
         """
-        question = image = None
+        question = image = passages = None
         if "text_encoder" in self.active_encoders:
             with self._encoder_context("text_encoder"):
                 question = question_states(self.text_encoder, inputs, self.dtype)
         if "image_encoder" in self.active_encoders:
             with self._encoder_context("image_encoder"):
                 image = image_states(self.image_encoder, inputs, self.dtype)
-        return self.fusion(question, image, inputs)
+        if inputs.passage_input_ids is None:
+            return self.fusion(question, image, inputs)
+        if self.config.passages == "none":
+            raise ValueError("the batch has passages but the model has passages='none' (VQAConfig.passages)")
+        trained = self.config.passages == "trained" and "text_encoder" not in self.fixed_components
+        with torch.enable_grad() if trained else torch.no_grad():
+            passages = passage_states(self.text_encoder, inputs, self.dtype)
+        return self.fusion(question, image, inputs, passage_states=passages)
 
     def forward(
         self,
@@ -240,6 +249,9 @@ class VQAModel(PreTrainedModel):
         image_features: torch.FloatTensor | None = None,
         question_index: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
+        passage_input_ids: torch.LongTensor | None = None,
+        passage_attention_mask: torch.LongTensor | None = None,
+        passage_index: torch.LongTensor | None = None,
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -249,7 +261,8 @@ class VQAModel(PreTrainedModel):
         """Teacher-forced decoding of the answer.
 
         Args:
-            input_ids ... (the first seven): the encoder inputs, packed into one `EncoderInputs` (documented there).
+            input_ids ... passage_index (the first ten): the encoder inputs, packed into one `EncoderInputs`
+                (documented there).
             decoder_input_ids: (B, T) `BOS answer`, right-padded. Built from `labels` when omitted.
             decoder_attention_mask: (B, T) 1 for real decoder positions. Built from `labels` when omitted.
             labels: (B, T) `answer EOS` aligned with the logits, -100 on padding: the loss is then
@@ -344,6 +357,9 @@ class VQAModel(PreTrainedModel):
         image_features: torch.FloatTensor | None = None,
         question_index: torch.LongTensor | None = None,
         image_index: torch.LongTensor | None = None,
+        passage_input_ids: torch.LongTensor | None = None,
+        passage_attention_mask: torch.LongTensor | None = None,
+        passage_index: torch.LongTensor | None = None,
         max_new_tokens: int | None = None,
         num_beams: int = 1,
         do_sample: bool = False,
@@ -352,7 +368,8 @@ class VQAModel(PreTrainedModel):
         """Write answers: the encoders run once, then GPT-2 decodes with its KV cache (greedy or beam search).
 
         Args:
-            input_ids ... (the first seven): the encoder inputs, packed into one `EncoderInputs` (documented there).
+            input_ids ... passage_index (the first ten): the encoder inputs, packed into one `EncoderInputs`
+                (documented there).
             max_new_tokens: answer length limit, EOS included (default `config.max_answer_tokens`).
             num_beams: 1 for greedy decoding.
             do_sample: sample instead (with `temperature`, `top_k`, `top_p` among `generate_kwargs`).

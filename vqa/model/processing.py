@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +214,10 @@ class VQACollator:
         batch_extras: what the training objective adds to each batch beyond the model inputs: its
             `batch_extras(processor, rows, batch, undecodable)` (`vqa.training.objectives`), called after the labels;
             the soft targets of `objective=soft`, the texts of `objective=rl`.
+        passages: passage id -> text (`vqa.retrieval`); with it, rows' `passage_ids` (K each) become
+            `passage_input_ids` and `passage_attention_mask` (P, Lp) of the batch's P distinct passages, tokenized
+            like questions, and `passage_index` (B, K). None: passages are not read.
+        max_passage_length: passages are cut to this many tokens.
     """
 
     processor: VQAProcessor
@@ -223,6 +227,8 @@ class VQACollator:
     inputs: str = "both"
     distinct_questions: bool = True
     batch_extras: BatchExtras | None = None
+    passages: Mapping[str, str] | None = None
+    max_passage_length: int = 64
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
@@ -235,6 +241,8 @@ class VQACollator:
             )
             questions = list(distinct_questions)
         batch.update(self._questions(questions))
+        if self.passages is not None:
+            batch.update(self._passages([row["passage_ids"] for row in rows]))
         undecodable: list[int] = []
         if self.inputs != "question_only":
             batch.update(self._images([row["image"] for row in rows], undecodable))
@@ -255,6 +263,26 @@ class VQACollator:
             question_features, attention_mask = self.features["text_encoder"].stack(questions)
             return {"attention_mask": attention_mask, "question_features": question_features}
         return self.processor.encode_questions(questions)
+
+    def _passages(self, passage_ids: list[list[str]]) -> dict[str, torch.Tensor]:
+        """The distinct passages of the batch, tokenized once each, and every example's (K,) rows of them."""
+        counts = sorted({len(ids) for ids in passage_ids})
+        if len(counts) != 1:
+            raise ValueError(f"passage_ids: rows with {counts} passages in one batch, expected one number for all")
+        distinct: dict[str, int] = {}
+        index = torch.tensor([[distinct.setdefault(key, len(distinct)) for key in ids] for ids in passage_ids])
+        missing = [key for key in distinct if key not in self.passages]
+        if missing:
+            raise ValueError(f"passage_ids: {missing[0]!r} is not in the corpus the collator was given")
+        encoded = self.processor.question_tokenizer(
+            [self.passages[key] for key in distinct], padding=True, truncation=True,
+            max_length=self.max_passage_length, return_tensors="pt",
+        )  # fmt: skip
+        return {
+            "passage_input_ids": encoded["input_ids"],
+            "passage_attention_mask": encoded["attention_mask"],
+            "passage_index": index,
+        }
 
     def _images(self, images: list[Any], undecodable: list[int]) -> dict[str, torch.Tensor]:
         """pixel_values (or cached image_features) of the distinct images and image_index, or one image per row.

