@@ -10,6 +10,7 @@ import torch
 
 from tests.conftest import make_batch
 from vqa import VQAConfig, VQAModel
+from vqa.inspection.segment_attention import segment_shares
 from vqa.model.fusion import segment_slices
 
 PASSAGE_LENGTH = 6
@@ -139,3 +140,16 @@ def test_passages_are_refused_where_they_cannot_be_read() -> None:
     plain = VQAModel(VQAConfig.tiny())
     with pytest.raises(ValueError, match="the batch has passages but the model has passages='none'"):
         plain(**with_passages(make_batch(), [[0], [1], [2]]))
+
+
+def test_segment_shares_say_how_much_each_answer_read_of_each_passage() -> None:
+    model = passage_model()
+    batch = with_passages(make_batch(), [[0, 1], [1, 2], [3, 0]])
+    names, shares = segment_shares(model, batch)
+    assert names == ["question", "image", "passage_0", "passage_1"]
+    assert shares.shape == (3, 4) and (shares > 0).all()
+    torch.testing.assert_close(shares.sum(dim=1), torch.ones(3))
+    # The classifier's one query at BOS reads the same segments.
+    classifier = passage_model(head="classifier", answer_vocabulary=["amber", "river"])
+    names, shares = segment_shares(classifier, batch)
+    torch.testing.assert_close(shares.sum(dim=1), torch.ones(3))

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import easy_vqa
 import pytest
 
+from tests.helpers.benchmark_fixtures import write_okvqa
 from tests.helpers.train_command import FAST, ROOT, run_train
 from vqa.model.modeling import VQAModel
 
@@ -56,8 +58,20 @@ def test_bm25_retrieval_trains_a_model_that_reads_passages_and_records_recall(
     as_trained = inspect()
     assert as_trained["vqa_accuracy"] == metrics["vqa_accuracy"]  # the run's own final evaluation, answered again
     assert inspect("--passages", "none")["retrieval"]["passages"] == "none"
-    gold = inspect("--passages", "gold")
+    gold = inspect("--passages", "gold", "--attention", "8")
     assert gold["retrieval"]["recall_at_k"]["test"] == 100.0 and gold["retrieval"]["k"] is None
+    attention = gold["attention_percent"]  # which segment the answers read; with the gold passage alone, it is it
+    assert attention["question"] + attention["image"] + attention["passages"] == pytest.approx(100, abs=0.05)
+    assert attention["gold_passage"] == pytest.approx(attention["passages"]) and gold["attention_questions"] == 8
+    # predict does not retrieve: it refuses the checkpoint rather than answer without passages.
+    image = next(Path(easy_vqa.get_test_image_paths()[0]).parent.glob("*.png"))
+    predict = subprocess.run(
+        [sys.executable, "-m", "vqa.inspection.predict", "--checkpoint", str(metrics["_run_dir"] / "checkpoint"),
+         "--image", str(image), "--question", "what is the zorvek of the shape?"],
+        cwd=ROOT, env=environment, capture_output=True, text=True,
+    )  # fmt: skip
+    assert predict.returncode == 2 and "reads retrieved passages" in predict.stderr
+    assert len(predict.stderr.strip().splitlines()) == 1
     swapped = inspect("--corpus", "swapped")
     assert swapped["retrieval"]["corpus"].endswith("facts_swapped.jsonl")
     assert swapped["corpus_answers_accuracy"] is not None and swapped["retrieval"]["recall_at_k"]["test"] == 100.0
@@ -75,6 +89,42 @@ def test_the_gold_passage_and_a_dense_minilm_index(tmp_path: Path, environment: 
     )  # fmt: skip
     assert dense["retrieval"]["index"].startswith("dense-") and dense["retrieval"]["corpus"].endswith("swapped.jsonl")
     assert set(dense["retrieval"]["recall_at_k"]) == {"train", "validation", "test"}
+
+
+def test_inspecting_passages_of_a_run_without_retrieval_is_one_line(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    (tmp_path / "config.yaml").write_text("data:\n  _target_: vqa.data.easy_vqa.training_splits\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "vqa.inspection.passages", str(tmp_path)], cwd=ROOT, env=environment,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"error: {tmp_path}: not a run with retrieval (its config.yaml has no retrieval settings)"
+    )
+
+
+def test_okvqa_reads_passages_of_a_corpus_through_the_same_path(tmp_path: Path, environment: dict[str, str]) -> None:
+    """A knowledge benchmark with a corpus of its own choosing: no gold passages, so no recall; the model reads them."""
+    root = write_okvqa(tmp_path / "okvqa")
+    corpus = tmp_path / "wiki.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(n), "title": f"thing {n}", "text": f"about image {n}."}) + "\n"
+                              for n in range(20)))  # fmt: skip
+    run_dir = tmp_path / "run"
+    arguments = [
+        "data=okvqa",
+        f"data.root={root}",
+        "data.minival_images=1",
+        "retrieval=bm25",
+        f"retrieval.corpus={corpus}",
+    ]
+    result = run_train([*arguments, *FAST, f"hydra.run.dir={run_dir}"], environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["retrieval"]["corpus"] == str(corpus) and "recall_at_k" not in metrics["retrieval"]
+    assert metrics["benchmark"]["name"] == "okvqa" and metrics["vqa_accuracy"] is not None
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ The run's config.yaml gives the data and the retrieval settings; each option giv
 (`--split`, default the run's final split) is answered with greedy decoding and scored with the official VQA
 accuracy against its answers, the recall at k of the passages read is reported, and, where the split carries the
 answers a corpus gives (`<corpus>_answer`, as easy-VQA facts' `swapped_answer`), the accuracy against those too: a
-model that reads its passages scores high there with that corpus.
+model that reads its passages scores high there with that corpus. `--attention N`: over the first N questions, the
+share of the decoder's cross-attention on the question, the image, the passages and the gold passage (which passage
+the answer read; `vqa.inspection.segment_attention`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from vqa.errors import ArgumentParser, UserError, exit_on_user_error
 from vqa.evaluation.metrics import question_accuracy
 from vqa.evaluation.scoring import score_split
 from vqa.inspection.report import read_run_config
+from vqa.inspection.segment_attention import segment_shares
 from vqa.instantiate import instantiate
 from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQACollator, VQAProcessor
-from vqa.retrieval.attach import PASSAGE_MODES, retrieval_stage
+from vqa.retrieval.attach import GOLD_COLUMN, PASSAGE_MODES, retrieval_stage
 from vqa.training.trainer import with_image_paths
 
 
@@ -59,6 +62,34 @@ def answer_with_passages(
     return answers
 
 
+@torch.no_grad()
+def attention_by_segment(
+    model: VQAModel,
+    processor: VQAProcessor,
+    split: Dataset,
+    passages: dict[str, str],
+    max_passage_length: int,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Mean share (%) of the decoder's cross-attention on the question, the image, all passages and, where the split
+    has gold passages, the gold passage among those read (0 when it was not retrieved), over `split`'s questions."""
+    collator = VQACollator(processor, with_labels=False, passages=passages, max_passage_length=max_passage_length)
+    has_gold = GOLD_COLUMN in split.column_names
+    totals = {"question": 0.0, "image": 0.0, "passages": 0.0, **({"gold_passage": 0.0} if has_gold else {})}
+    for start in tqdm(range(0, len(split), batch_size), desc="attention", unit="batch"):
+        rows = with_image_paths(split.select(range(start, min(start + batch_size, len(split))))).to_list()
+        batch = {name: tensor.to(model.device) for name, tensor in collator(rows).items()}
+        names, shares = segment_shares(model, batch)
+        for row, share in zip(rows, shares, strict=True):
+            by_name = dict(zip(names, share.tolist(), strict=True))
+            totals["question"] += by_name.get("question", 0.0)
+            totals["image"] += by_name.get("image", 0.0)
+            totals["passages"] += sum(value for name, value in by_name.items() if name.startswith("passage_"))
+            if has_gold and row[GOLD_COLUMN] in row["passage_ids"]:
+                totals["gold_passage"] += by_name[f"passage_{row['passage_ids'].index(row[GOLD_COLUMN])}"]
+    return {name: round(100 * total / max(1, len(split)), 2) for name, total in totals.items()}
+
+
 def corpus_accuracy(split: Dataset, answers: list[str], corpus: str | None) -> float | None:
     """Accuracy against the answers the named corpus gives (`<corpus>_answer` column), or None without them."""
     name = f"{corpus}_answer"
@@ -76,6 +107,7 @@ def inspect_passages(
     k: int | None,
     split_name: str | None,
     batch_size: int | None = None,
+    attention_questions: int = 0,
 ) -> dict[str, Any]:
     """The run's model on one split with the retrieval settings changed as given; the report's entries."""
     cfg = read_run_config(run_dir / "config.yaml")
@@ -100,13 +132,20 @@ def inspect_passages(
         model, processor, split, retrieval.passages, retrieval_node.max_passage_length, batch_size
     )
     scores = score_split(split, answers)
-    return {
+    result = {
         "run": str(run_dir),
         "split": split_name,
         "retrieval": retrieval.report,
         "vqa_accuracy": scores.get("vqa_accuracy"),
         "corpus_answers_accuracy": corpus_accuracy(split, answers, retrieval_node.get("corpus")),
     }
+    if attention_questions and retrieval.passages:
+        sample = split.select(range(min(attention_questions, len(split))))
+        result["attention_percent"] = attention_by_segment(
+            model, processor, sample, retrieval.passages, retrieval_node.max_passage_length, batch_size
+        )
+        result["attention_questions"] = len(sample)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,10 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-k", type=int, help="passages per question (default: the run's)")
     parser.add_argument("--split", help="the split to answer (default: the run's final split)")
     parser.add_argument("--batch-size", type=int, help="questions per batch (default: the run's evaluation batch size)")
+    parser.add_argument(
+        "--attention", type=int, default=0, metavar="N",
+        help="also the share of cross-attention on question, image, passages and the gold passage, over the first N "
+        "questions",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        result = inspect_passages(args.run, args.passages, args.corpus, args.k, args.split, args.batch_size)
+        result = inspect_passages(
+            args.run, args.passages, args.corpus, args.k, args.split, args.batch_size, args.attention
+        )
     retrieval = result["retrieval"]
     recall = (retrieval.get("recall_at_k") or {}).get(result["split"])
     print(f"split             {result['split']}")
@@ -133,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"vqa_accuracy      {result['vqa_accuracy']}")
     if result["corpus_answers_accuracy"] is not None:
         print(f"corpus's answers  {result['corpus_answers_accuracy']} (against the answers this corpus gives)")
+    if "attention_percent" in result:
+        shares = ", ".join(f"{name} {value:.1f}%" for name, value in result["attention_percent"].items())
+        print(f"attention         {shares} (first {result['attention_questions']} questions)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

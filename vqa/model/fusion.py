@@ -90,10 +90,13 @@ class Fusion(nn.Module):
     `segment_names` declares the segments the fused sequence has (with both modalities), in order: the attention
     maps check it before they run. The base class gives each modality a projection to the decoder width (with a
     LayerNorm if `config.projection_layer_norm`) and, with `config.modality_embeddings`, a learned embedding per
-    modality. A fusion's parameters count as `projections` for freezing and the parameter table.
+    modality (a third one for passages when `config.passages` is not `none`; passages share the text projection). A
+    fusion's parameters count as `projections` for freezing and the parameter table.
     """
 
     segment_names: ClassVar[tuple[str, ...]] = ()
+    # Whether `forward` takes `passage_states` and appends them as segments; VQAConfig refuses passages otherwise.
+    reads_passages: ClassVar[bool] = False
     # The fusion's own config keys (`+model.<key>=...`), read from the config it is built with; any other key that is
     # neither a VQAConfig argument nor declared here is refused in one line (vqa.model.settings.check_setting_names).
     own_settings: ClassVar[tuple[str, ...]] = ()

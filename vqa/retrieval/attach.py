@@ -76,7 +76,7 @@ def attach_passages(
         report["index"] = index.folder.name
     if passages == "none":
         return Retrieval(splits, None, report)
-    known = set(corpus.passages["id"])
+    known = set(corpus.ids)
     with_ids, recall = {}, {}
     for name, split in splits.items():
         if passages == "gold":
@@ -91,7 +91,7 @@ def attach_passages(
         logger.info(
             "retrieval recall at %d: %s", k, ", ".join(f"{name} {value:.2f}%" for name, value in recall.items())
         )
-    texts = dict(zip(corpus.passages["id"], corpus.documents(), strict=True))
+    texts = dict(zip(corpus.ids, corpus.documents(), strict=True))
     retrieved = TrainingSplits(
         with_ids, dropped=splits.dropped, benchmark=splits.benchmark, corpus_files=splits.corpus_files
     )

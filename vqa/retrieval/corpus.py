@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from datasets import Dataset, Features, Value
 
 from vqa.data.cache import cached_build
 from vqa.data.json_checks import require_fields, require_unique, require_utf8
-from vqa.data.schema import DataError
+from vqa.data.schema import DataError, column
 
 PASSAGE_FEATURES = Features({"id": Value("string"), "title": Value("string"), "text": Value("string")})
 SUFFIXES = {".jsonl": "JSONL", ".parquet": "Parquet"}
@@ -45,11 +46,16 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.passages)
 
+    @cached_property
+    def ids(self) -> list[str]:
+        """The passages' ids in row order (read once: a search maps its rows to ids)."""
+        return column(self.passages, "id")
+
     def documents(self) -> list[str]:
-        """Each passage as one text, `title. text` (or the text alone without a title): what BM25 indexes."""
-        return [
-            join_title(title, text) for title, text in zip(self.passages["title"], self.passages["text"], strict=True)
-        ]
+        """Each passage as one text, `title. text` (or the text alone without a title): what the indexes embed or
+        tokenize, and what the model reads."""
+        titles, texts = column(self.passages, "title"), column(self.passages, "text")
+        return [join_title(title, text) for title, text in zip(titles, texts, strict=True)]
 
 
 def load_corpus(path: str | Path, cache_dir: str | Path) -> Corpus:

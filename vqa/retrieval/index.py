@@ -47,7 +47,7 @@ class PassageIndex(Protocol):
 
 def hits_of(corpus: Corpus, rows: Sequence[Sequence[int]], scores: Sequence[Sequence[float]]) -> list[list[Hit]]:
     """Per query, its (k,) passage rows and scores as `Hit`s."""
-    ids = corpus.passages["id"]
+    ids = corpus.ids
     return [
         [Hit(int(row), ids[int(row)], float(score)) for row, score in zip(query_rows, query_scores, strict=True)]
         for query_rows, query_scores in zip(rows, scores, strict=True)
