@@ -170,5 +170,6 @@ def retrieval_stage(node: DictConfig, splits: TrainingSplits, cache_dir: str | P
     corpus = load_corpus(corpus_path(node.get("corpus"), splits), cache_dir)
     index = None
     if node.passages == "retrieved":
-        index = instantiate(node.index, corpus=corpus, cache_dir=str(cache_dir))
+        # Partial, then called: Hydra would turn a dataclass argument (the corpus) into a config node.
+        index = instantiate(node.index, _partial_=True)(corpus=corpus, cache_dir=str(cache_dir))
     return attach_passages(splits, corpus, index, node.k, node.passages, cache_dir)
