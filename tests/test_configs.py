@@ -101,12 +101,23 @@ def test_book_experiment_is_the_textbook_setup() -> None:
     ("group", "option"),
     [
         (group, option)
-        for group in ("model", "data", "trainer", "distributed", "logger", "debug", "hparams_search", "baseline")
+        for group in (
+            "model",
+            "data",
+            "retrieval",
+            "trainer",
+            "distributed",
+            "logger",
+            "debug",
+            "hparams_search",
+            "baseline",
+        )
         for option in options(group)
     ],
 )
 def test_every_group_option_composes(group: str, option: str) -> None:
-    needs_root = group == "data" and option != "easy_vqa"  # every official release is read from a folder
+    # Every official release is read from a folder; easy-VQA and the task built on it come with the package.
+    needs_root = group == "data" and option not in ("easy_vqa", "easy_vqa_facts")
     validated_on_this_host(f"{group}={option}", "data.root=/data/vqa" if needs_root else "seed=0")
 
 
