@@ -75,13 +75,20 @@ def main() -> int:
 
     with_retrieval = args.runs / "bm25"
     result: dict[str, Any] = {"provenance": provenance(ROOT, "cpu"), "overrides": args.overrides}
-    result["recall"] = recalls(args.cache_dir, [1, 3, 5])
-    result["with_retrieval"] = train(with_retrieval, ["retrieval=bm25", *args.overrides])
-    result["without_retrieval"] = train(args.runs / "none", args.overrides)
-    result["retrieval_model_without_passages"] = inspect(with_retrieval, ["--passages", "none"])
-    result["retrieval_model_gold_passage"] = inspect(with_retrieval, ["--passages", "gold"])
-    result["retrieval_model_swapped_corpus"] = inspect(with_retrieval, ["--corpus", "swapped"])
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    steps = {
+        "recall": lambda: recalls(args.cache_dir, [1, 3, 5]),
+        "with_retrieval": lambda: train(with_retrieval, ["retrieval=bm25", *args.overrides]),
+        "without_retrieval": lambda: train(args.runs / "none", args.overrides),
+        "retrieval_model_without_passages": lambda: inspect(with_retrieval, ["--passages", "none"]),
+        "retrieval_model_gold_passage": lambda: inspect(with_retrieval, ["--passages", "gold"]),
+        "retrieval_model_swapped_corpus": lambda: inspect(
+            with_retrieval, ["--corpus", "swapped", "--attention", "512"]
+        ),
+    }
+    for name, step in steps.items():
+        result[name] = step()
+        # Written after every step: a run stopped part-way keeps what it measured.
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     summary = {
         "recall": result["recall"],
         "test accuracy with retrieval": result["with_retrieval"]["metrics"]["vqa_accuracy"],
