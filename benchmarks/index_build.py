@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from vqa.data.cache import folder_size
 from vqa.provenance import provenance
 from vqa.retrieval import BM25Index, DenseIndex, TextEmbedder, load_corpus
 from vqa.retrieval.index import read_index_description
@@ -43,10 +44,6 @@ def synthetic_corpus(path: Path, embedder: TextEmbedder, passages: int, words: i
             text = " ".join(generator.choices(vocabulary, k=words))
             file.write(json.dumps({"id": f"p{number}", "title": generator.choice(vocabulary), "text": text}) + "\n")
     return path
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def peak_rss_bytes() -> int:
@@ -90,13 +87,13 @@ def main() -> int:
             "embedding_seconds": built["embedding_seconds"],
             "indexing_seconds": built["indexing_seconds"],
             "passages_per_second": round(args.passages / dense_build, 1),
-            "index_bytes": folder_bytes(dense.folder),
+            "index_bytes": folder_size(dense.folder),
             "peak_rss_bytes": peak_rss_bytes(),
             "peak_rss_bytes_before_build": rss_before,
             "queries_per_second": round(queries_per_second(dense, queries, args.k), 1),
             "per_million_passages": {
                 "build_hours": round(dense_build * MILLION / args.passages / 3600, 2),
-                "index_gib": round(folder_bytes(dense.folder) * MILLION / args.passages / 2**30, 2),
+                "index_gib": round(folder_size(dense.folder) * MILLION / args.passages / 2**30, 2),
             },
         }
         started = time.perf_counter()
@@ -105,12 +102,12 @@ def main() -> int:
         bm25_result = {
             "build_seconds": round(bm25_build, 3),
             "passages_per_second": round(args.passages / bm25_build, 1),
-            "index_bytes": folder_bytes(bm25.folder),
+            "index_bytes": folder_size(bm25.folder),
             "peak_rss_bytes": peak_rss_bytes(),
             "queries_per_second": round(queries_per_second(bm25, queries, args.k), 1),
             "per_million_passages": {
                 "build_hours": round(bm25_build * MILLION / args.passages / 3600, 3),
-                "index_gib_upper_bound": round(folder_bytes(bm25.folder) * MILLION / args.passages / 2**30, 2),
+                "index_gib_upper_bound": round(folder_size(bm25.folder) * MILLION / args.passages / 2**30, 2),
             },
         }
     result = {

@@ -4,7 +4,6 @@ final evaluation -> run folder -> report. `train.py` calls `run` (or `run_in_swe
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from vqa.inspection.report import report_at_the_end
 from vqa.instantiate import instantiate
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
-from vqa.retrieval.attach import retrieval_stage
+from vqa.retrieval.attach import data_cache_dir, retrieval_stage
 from vqa.run_folder import LOCK_FILE
 from vqa.run_outputs import data_caveat_lines, print_summary, write_json, write_run_folder
 from vqa.training.arguments import training_arguments
@@ -122,8 +121,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> float | None:
         logger.warning(line)
     retrieval = None
     if cfg.get("retrieval") and not cfg.get("prior"):
-        cache_dir = cfg.data.get("cache_dir") or os.environ.get("VQA_CACHE", ".cache/vqa")
-        retrieval = retrieval_stage(cfg.retrieval, splits, cache_dir)
+        retrieval = retrieval_stage(cfg.retrieval, splits, data_cache_dir(cfg.data))
         splits = retrieval.splits
     if cfg.get("prior"):
         fitted = fit_prior(splits, cfg.prior.by, cfg.final_split, cfg.eval_split)

@@ -38,7 +38,7 @@ from vqa.instantiate import instantiate
 from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQACollator, VQAProcessor
-from vqa.retrieval.attach import GOLD_COLUMN, PASSAGE_MODES, retrieval_stage
+from vqa.retrieval.attach import GOLD_COLUMN, PASSAGE_MODES, data_cache_dir, retrieval_stage
 from vqa.training.trainer import with_image_paths
 
 
@@ -123,8 +123,7 @@ def inspect_passages(
     if split_name not in splits:
         raise UserError(f"--split: got {split_name!r}, expected one of {', '.join(splits)}")
     splits = type(splits)({split_name: splits[split_name]}, corpus_files=splits.corpus_files)
-    cache_dir = cfg.data.get("cache_dir") or ".cache/vqa"
-    retrieval = retrieval_stage(retrieval_node, splits, cache_dir)
+    retrieval = retrieval_stage(retrieval_node, splits, data_cache_dir(cfg.data))
     split = retrieval.splits[split_name]
     # The run's own evaluation batch size by default: the same batches, hence the same answers as its evaluation.
     batch_size = batch_size or OmegaConf.select(cfg, "trainer.args.per_device_eval_batch_size", default=64)

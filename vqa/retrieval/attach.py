@@ -14,6 +14,7 @@ gold ids.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,20 +77,24 @@ def attach_passages(
         report["index"] = index.folder.name
     if passages == "none":
         return Retrieval(splits, None, report)
-    known = set(corpus.ids)
+    known = set(corpus.ids) if passages == "gold" else set()
     with_ids, recall = {}, {}
     for name, split in splits.items():
+        gold = column(split, GOLD_COLUMN) if GOLD_COLUMN in split.column_names else None  # read once, used twice
         if passages == "gold":
-            ids = [[gold] for gold in gold_ids(split, name, known)]
+            ids = [[passage] for passage in checked_gold_ids(gold, name, known)]
         else:
             ids = search_split(split, name, index, k, cache_dir)
-        if GOLD_COLUMN in split.column_names:
-            recall[name] = recall_at_k(column(split, GOLD_COLUMN), ids)
+        if gold is not None:
+            recall[name] = recall_at_k(gold, ids)
         with_ids[name] = split.add_column("passage_ids", ids)
     if recall:
         report["recall_at_k"] = recall
         logger.info(
-            "retrieval recall at %d: %s", k, ", ".join(f"{name} {value:.2f}%" for name, value in recall.items())
+            "retrieval recall (%s passages, k = %s): %s",
+            passages,
+            report["k"],
+            ", ".join(f"{name} {value:.2f}%" for name, value in recall.items()),
         )
     texts = dict(zip(corpus.ids, corpus.documents(), strict=True))
     retrieved = TrainingSplits(
@@ -106,16 +111,15 @@ def check_retrieval_options(passages: Any, k: Any) -> None:
         raise ConfigError(f"retrieval.k: got {k!r}, expected a positive number of passages per question")
 
 
-def gold_ids(split: Dataset, name: str, known: set[str]) -> list[str]:
-    """The split's gold passage ids, each checked to be in the corpus."""
-    if GOLD_COLUMN not in split.column_names:
+def checked_gold_ids(gold: list[str] | None, name: str, known: set[str]) -> list[str]:
+    """The split's gold passage ids (None: the split has no such column), each checked to be in the corpus."""
+    if gold is None:
         raise DataError(f"retrieval.passages=gold: the {name} split has no {GOLD_COLUMN} column (a dataset with gold "
                         "passages is needed, such as data=easy_vqa_facts)")  # fmt: skip
-    ids = column(split, GOLD_COLUMN)
-    missing = next((passage for passage in ids if passage not in known), None)
+    missing = next((passage for passage in gold if passage not in known), None)
     if missing is not None:
         raise DataError(f"retrieval.passages=gold: {name} question's gold passage {missing!r} is not in the corpus")
-    return ids
+    return gold
 
 
 def search_split(split: Dataset, name: str, index: PassageIndex, k: int, cache_dir: str | Path) -> list[list[str]]:
@@ -161,6 +165,12 @@ def corpus_path(corpus: str | None, splits: TrainingSplits) -> Path:
     if corpus in own:
         return own[corpus]
     return Path(corpus)
+
+
+def data_cache_dir(data: DictConfig) -> str:
+    """The dataset cache a run's `data` node names (`cache_dir`), else $VQA_CACHE, else .cache/vqa: where the
+    retrieval stage keeps corpora, indexes and search results beside the splits."""
+    return data.get("cache_dir") or os.environ.get("VQA_CACHE", ".cache/vqa")
 
 
 def retrieval_stage(node: DictConfig, splits: TrainingSplits, cache_dir: str | Path) -> Retrieval:
