@@ -19,6 +19,11 @@ the build report as `images_without_known_shape`.
 Splits: `train` and `validation` (an image-disjoint part of the package's train images, as for easy-VQA) and
 `test` (the package's test images). Rows carry the shared schema plus `property`, `gold_passage_id` (the id of the
 passage holding the answer) and `swapped_answer` (the answer the swapped corpus gives).
+
+`shape_questions` adds to the train split easy-VQA's own questions whose answer is the image's shape (`what shape is
+in the image?`; no property, no gold passage). The fact questions teach the image's shape only through which passage
+held the answer, a weak signal a random-init image encoder is slow to pick up (docs/retrieval.md); these teach it
+directly, as a pretrained image encoder would know it. Validation and test keep fact questions only.
 `python -m vqa.data.easy_vqa_facts --out DIR` writes the two corpora.
 """
 
@@ -78,6 +83,7 @@ class FactOptions:
     validation_images: float | int = 0.1  # of the package's train images, as for easy-VQA
     seed: int = 0  # the facts, the questions and the validation images
     max_questions: int | None = None  # per package split, about the first N questions (whole images; quick runs)
+    shape_questions: bool = False  # add the train images' own easy-VQA shape questions to the train split
 
     def validate(self) -> None:
         """Raises DataError for a bad option, before anything is read."""
@@ -188,21 +194,34 @@ def image_shapes(questions: Sequence[str], answers: Sequence[str], image_ids: Se
     return shapes
 
 
-def _package_images(split: str) -> tuple[dict[int, str], dict[int, str]]:
-    """(image id -> shape, image id -> file) of a package split."""
+@dataclass(frozen=True)
+class PackageImages:
+    """A package split's images: each one's shape (where its questions decide it), file, and shape questions."""
+
+    shapes: dict[int, str]
+    paths: dict[int, str]
+    shape_questions: dict[int, list[str]]  # image id -> its questions answered by its shape, in package order
+
+
+def _package_images(split: str) -> PackageImages:
     if split == "train":
         questions, answers, image_ids = easy_vqa.get_train_questions()
         paths = easy_vqa.get_train_image_paths()
     else:
         questions, answers, image_ids = easy_vqa.get_test_questions()
         paths = easy_vqa.get_test_image_paths()
-    return image_shapes(questions, answers, image_ids), paths
+    shape_questions = defaultdict(list)
+    for question, answer, image_id in zip(questions, answers, image_ids, strict=True):
+        if answer in SHAPES:
+            shape_questions[image_id].append(question)
+    return PackageImages(image_shapes(questions, answers, image_ids), paths, dict(shape_questions))
 
 
 def _build_package_split(package_split: str, options: FactOptions, facts: Facts, cache_dir: Path) -> tuple[Any, dict]:
     """The questions of one package split: `train` gives the train and validation splits (a `split` column tells
     them apart, dropped after the build), `test` the test split."""
-    shapes, paths = _package_images(package_split)
+    package = _package_images(package_split)
+    shapes, paths = package.shapes, package.paths
     total_images = len(paths)
     image_ids = sorted(shapes)
     if options.max_questions is not None:  # whole images, at least N questions
@@ -212,26 +231,38 @@ def _build_package_split(package_split: str, options: FactOptions, facts: Facts,
     held = held_out_images(image_ids, options.validation_images, options.seed) if package_split == "train" else set()
     generator = random.Random(f"{options.seed}-{package_split}")
     columns = empty_columns() | {name: [] for name in EXTRA_FEATURES} | {"split": []}
+
+    def add(image_id: int, split: str, question: str, answer: str, facts_row: dict[str, str | None]) -> None:
+        columns["question_id"].append(len(columns["question_id"]))
+        columns["image_id"].append(image_id)
+        columns["question"].append(question)
+        columns["answers"].append([answer] * ANSWERS_PER_QUESTION)
+        columns["multiple_choice_answer"].append(answer)
+        columns["answer_type"].append("other")
+        columns["question_type"].append("what is the" if facts_row["property"] else "what shape")
+        columns["image"].append(str(Path(paths[image_id]).resolve()))
+        for name, value in facts_row.items():
+            columns[name].append(value)
+        columns["split"].append(split)
+
+    shape_question_count = 0
     for image_id in image_ids:
         split = "test" if package_split == "test" else ("validation" if image_id in held else "train")
         shape = shapes[image_id]
         for name in generator.sample(facts.properties[split], options.questions_per_image):
             answer = facts.values[name, shape]
-            columns["question_id"].append(len(columns["question_id"]))
-            columns["image_id"].append(image_id)
-            columns["question"].append(question_text(name))
-            columns["answers"].append([answer] * ANSWERS_PER_QUESTION)
-            columns["multiple_choice_answer"].append(answer)
-            columns["answer_type"].append("other")
-            columns["question_type"].append("what is the")
-            columns["image"].append(str(Path(paths[image_id]).resolve()))
-            columns["property"].append(name)
-            columns["gold_passage_id"].append(passage_id(name, shape))
-            columns["swapped_answer"].append(facts.swapped[name, shape])
-            columns["split"].append(split)
+            add(image_id, split, question_text(name), answer, {"property": name,
+                "gold_passage_id": passage_id(name, shape), "swapped_answer": facts.swapped[name, shape]})  # fmt: skip
+        if options.shape_questions and split == "train":
+            for question in package.shape_questions.get(image_id, []):
+                # No fact answers it: no property, no gold passage; every corpus gives the same answer.
+                add(image_id, split, question, shape,
+                    {"property": None, "gold_passage_id": None, "swapped_answer": shape})  # fmt: skip
+                shape_question_count += 1
     report = {
         "package_split": package_split,
         "questions": len(columns["question_id"]),
+        "shape_questions": shape_question_count,
         "images": len(image_ids),
         "images_without_known_shape": total_images - len(shapes),
         "images_decoded": checked.decoded,
@@ -294,11 +325,12 @@ def training_splits(
     validation_images: float | int = 0.1,
     seed: int = 0,
     max_questions: int | None = None,
+    shape_questions: bool = False,
 ) -> TrainingSplits:
     """`build_easy_vqa_facts` with flat arguments, for the Hydra `data` group."""
     options = FactOptions(
         train_properties, validation_properties, test_properties, questions_per_image, validation_images, seed,
-        max_questions,
+        max_questions, shape_questions,
     )  # fmt: skip
     return build_easy_vqa_facts(cache_dir, options)
 

@@ -8,7 +8,7 @@
 - `none`: no passages (a model trained with them then answers without).
 
 Recall at k, the share of questions whose gold passage is among the passages read, is reported per split that has
-gold ids.
+gold ids; questions without one (easy-VQA facts' shape questions) are not counted.
 """
 
 from __future__ import annotations
@@ -116,6 +116,12 @@ def checked_gold_ids(gold: list[str] | None, name: str, known: set[str]) -> list
     if gold is None:
         raise DataError(f"retrieval.passages=gold: the {name} split has no {GOLD_COLUMN} column (a dataset with gold "
                         "passages is needed, such as data=easy_vqa_facts)")  # fmt: skip
+    without = sum(passage is None for passage in gold)
+    if without:
+        raise DataError(
+            f"retrieval.passages=gold: {without} of the {name} split's questions have no gold passage (easy-VQA "
+            "facts' shape questions); expected one per question (data.shape_questions=false)"
+        )
     missing = next((passage for passage in gold if passage not in known), None)
     if missing is not None:
         raise DataError(f"retrieval.passages=gold: {name} question's gold passage {missing!r} is not in the corpus")
@@ -142,10 +148,12 @@ def search_split(split: Dataset, name: str, index: PassageIndex, k: int, cache_d
     return hits["passage_ids"][:]
 
 
-def recall_at_k(gold: list[str], retrieved: list[list[str]]) -> float:
-    """Percentage of questions whose gold passage is among their retrieved ones."""
-    found = sum(answer in ids for answer, ids in zip(gold, retrieved, strict=True))
-    return round(100 * found / max(1, len(gold)), 2)
+def recall_at_k(gold: list[str | None], retrieved: list[list[str]]) -> float:
+    """Percentage of questions whose gold passage is among their retrieved ones; questions without one (None) are
+    not counted."""
+    pairs = [(answer, ids) for answer, ids in zip(gold, retrieved, strict=True) if answer is not None]
+    found = sum(answer in ids for answer, ids in pairs)
+    return round(100 * found / max(1, len(pairs)), 2)
 
 
 def text_fingerprint(texts: list[str]) -> str:
