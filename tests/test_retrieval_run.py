@@ -22,7 +22,7 @@ from vqa.inspection.predict import main as predict_main
 from vqa.model.modeling import VQAModel
 from vqa.retrieval.attach import corpus_path
 
-FACTS = ["data=easy_vqa_facts", "data.max_questions=240"]
+FACTS = ["data=easy_vqa_facts", "data.max_questions=240", "data.train_properties=60"]  # a small corpus
 
 
 def train(tmp_path: Path, environment: dict[str, str], *arguments: str) -> dict:
@@ -43,7 +43,7 @@ def test_bm25_retrieval_trains_a_model_that_reads_passages_and_records_recall(
     assert retrieval["recall_at_k"] == {"train": 100.0, "validation": 100.0, "test": 100.0}
     assert retrieval["corpus"].endswith("facts.jsonl")
     model = VQAModel.from_pretrained(metrics["_run_dir"] / "checkpoint")
-    assert model.config.passages == "frozen" and model.fusion.modality_embedding.num_embeddings == 3
+    assert model.config.passages == "trained" and model.fusion.modality_embedding.num_embeddings == 3
 
     # The trained model with other passages, no retraining. The command line once; the other options in-process.
     out = tmp_path / "inspect.json"
@@ -70,14 +70,36 @@ def test_bm25_retrieval_trains_a_model_that_reads_passages_and_records_recall(
     assert swapped["retrieval"]["corpus"].endswith("facts_swapped.jsonl")
     assert swapped["corpus_answers_accuracy"] is not None and swapped["retrieval"]["recall_at_k"]["test"] == 100.0
 
-    # predict does not retrieve: it refuses the checkpoint rather than answer without passages.
-    image = next(Path(easy_vqa.get_test_image_paths()[0]).parent.glob("*.png"))
-    with pytest.raises(SystemExit) as exited:
-        predict_main(["--checkpoint", str(metrics["_run_dir"] / "checkpoint"), "--image", str(image),
-                      "--question", "what is the zorvek of the shape?"])  # fmt: skip
-    assert exited.value.code == 2
-    last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last_line.startswith("error: ") and "reads retrieved passages" in last_line
+    # predict retrieves as the run did: the question's property's three passages, each with its attention share.
+    image = Path(easy_vqa.get_test_image_paths()[0])
+    first_fact = json.loads(Path(retrieval["corpus"]).read_text().splitlines()[0])
+    property_name = first_fact["id"].split("-")[0]
+
+    def predict(*options: str) -> list[str]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("VQA_CACHE", environment["VQA_CACHE"])
+            patch.chdir(ROOT)
+            code = predict_main(["--checkpoint", str(metrics["_run_dir"] / "checkpoint"), "--image", str(image),
+                                 "--question", f"what is the {property_name} of the shape?", *options])  # fmt: skip
+        assert code == 0
+        return capsys.readouterr().out.splitlines()
+
+    lines = predict("--top-k", "2")
+    passages = [line for line in lines if line.strip().endswith(".") and f"[{property_name}-" in line]
+    assert len(passages) == 3 and any(first_fact["text"] in line for line in passages)
+    shares = [float(line.split()[1].rstrip("%")) for line in passages]
+    overall = next(line for line in lines if line.startswith("attention on the question"))
+    assert sum(shares) == pytest.approx(float(overall.split()[-1].rstrip("%")), abs=0.2)  # per passage sums to all
+    assert lines[0].startswith("question") and any(line.startswith("answer") for line in lines)
+    swapped_lines = predict("--corpus", "swapped", "--k", "1")
+    read = [line for line in swapped_lines if f"[{property_name}-" in line]
+    assert len(read) == 1 and "facts_swapped.jsonl, top 1" in "\n".join(swapped_lines)
+    # The same fact, another value: the passage read is the swapped corpus's, not the one trained with.
+    facts = {
+        record["id"]: record["text"] for record in map(json.loads, Path(retrieval["corpus"]).read_text().splitlines())
+    }
+    passage_id = read[0].split("[")[1].split("]")[0]
+    assert facts[passage_id] not in read[0] and f"The {property_name} of the" in read[0]
 
 
 def test_a_dense_minilm_index_over_the_swapped_corpus(tmp_path: Path, environment: dict[str, str]) -> None:

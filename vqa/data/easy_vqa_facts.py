@@ -76,14 +76,14 @@ CORPUS_FILES = {"facts": "facts.jsonl", "swapped": "facts_swapped.jsonl"}
 class FactOptions:
     """How the task is drawn; every choice is seeded, so the same options give the same questions and corpus."""
 
-    train_properties: int = 60
+    train_properties: int = 3000
     validation_properties: int = 20
     test_properties: int = 20
     questions_per_image: int = 4  # each image is asked this many of its split's properties
     validation_images: float | int = 0.1  # of the package's train images, as for easy-VQA
     seed: int = 0  # the facts, the questions and the validation images
     max_questions: int | None = None  # per package split, about the first N questions (whole images; quick runs)
-    shape_questions: bool = False  # add the train images' own easy-VQA shape questions to the train split
+    shape_questions: bool = True  # add the train images' own easy-VQA shape questions to the train split
 
     def validate(self) -> None:
         """Raises DataError for a bad option, before anything is read."""
@@ -318,14 +318,14 @@ def write_corpora(folder: Path, options: FactOptions, facts: Facts) -> dict[str,
 
 def training_splits(
     cache_dir: str | Path,
-    train_properties: int = 60,
+    train_properties: int = 3000,
     validation_properties: int = 20,
     test_properties: int = 20,
     questions_per_image: int = 4,
     validation_images: float | int = 0.1,
     seed: int = 0,
     max_questions: int | None = None,
-    shape_questions: bool = False,
+    shape_questions: bool = True,
 ) -> TrainingSplits:
     """`build_easy_vqa_facts` with flat arguments, for the Hydra `data` group."""
     options = FactOptions(

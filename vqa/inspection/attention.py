@@ -173,7 +173,7 @@ def evaluation_mode(model: VQAModel) -> Iterator[None]:
 def map_refusal(model: VQAModel) -> str | None:
     """Why this model has no attention map over question tokens and image patches (one line), or None."""
     if getattr(model.config, "passages", "none") != "none":
-        return "the model reads retrieved passages: its attention maps over them are not drawn yet"
+        return "the model reads retrieved passages: its attention per passage is printed instead of a map"
     if model.config.inputs != "both":
         return f"inputs={model.config.inputs!r}: attention maps over question and image need a model with inputs='both'"
     segment_names = type(model.fusion).segment_names

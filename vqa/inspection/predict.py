@@ -2,6 +2,10 @@
 
     python -m vqa.inspection.predict --checkpoint outputs/DATE/TIME/checkpoint --image cat.jpg \\
         --question "what color is the cat?" --top-k 5 --attention-map cat_attention.png
+
+A checkpoint that reads retrieved passages (trained with `retrieval=bm25|dense`) retrieves them as its run did
+(`vqa.inspection.run_retrieval`; `--corpus` and `--k` replace the run's) and prints each passage read with its score
+and its share of the decoder's cross-attention, instead of a map over question and image.
 """
 
 from __future__ import annotations
@@ -18,21 +22,32 @@ from vqa.data.images import OVERSIZED, ImageFileError, load_rgb
 from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
 from vqa.inspection.attention import Head, Layer, evaluation_mode, explain, map_refusal
 from vqa.inspection.attention_plots import plot_answer_attention, save_figure
-from vqa.model.loading import load_checkpoint, refuse_passage_model
+from vqa.inspection.run_retrieval import QuestionRetriever, checkpoint_retriever
+from vqa.inspection.segment_attention import segment_shares
+from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel, labels_from_answers
 from vqa.model.processing import VQAProcessor
+from vqa.retrieval.index import Hit
+
+PER_EXAMPLE_INPUTS = ("input_ids", "attention_mask", "pixel_values", "passage_index")  # (1, ...) rows of one question
 
 
 @torch.no_grad()
 def top_answers(
-    model: VQAModel, processor: VQAProcessor, image: Image, question: str, k: int = 5
+    model: VQAModel,
+    processor: VQAProcessor,
+    image: Image,
+    question: str,
+    k: int = 5,
+    passage_inputs: dict[str, torch.Tensor] | None = None,
 ) -> list[tuple[str, float]]:
     """Up to `k` answers with the model's probability of each (the whole answer sequence, EOS included).
 
     Candidates are the greedy answer and the `k` beams of a beam search; each is scored exactly by one
     teacher-forced pass, so the probabilities do not depend on beam search's length normalisation.
+    `passage_inputs`: the passages the question reads (`QuestionRetriever.model_inputs`), for a passage model.
     """
-    batch = {name: tensor.to(model.device) for name, tensor in processor([question], [image]).items()}
+    batch = question_batch(model, processor, image, question, passage_inputs)
     with evaluation_mode(model):
         candidates = [model.generate(**batch)]
         if k > 1:
@@ -42,16 +57,28 @@ def top_answers(
         answer_ids = torch.cat([pad_right(ids, width, pad) for ids in candidates]).unique(dim=0)  # (C, N)
         labels = labels_from_answers(answer_ids, model.config.decoder_config.eos_token_id)
         count = labels.shape[0]
-        logits = model(
-            input_ids=batch["input_ids"].expand(count, -1),
-            attention_mask=batch["attention_mask"].expand(count, -1),
-            pixel_values=batch["pixel_values"].expand(count, -1, -1, -1),
-            labels=labels,
-        ).logits  # (C, N, V)
+        # Every candidate reads the same inputs: the question's rows repeated, the passages' own rows shared.
+        repeated = {
+            name: tensor.expand(count, *tensor.shape[1:]) if name in PER_EXAMPLE_INPUTS else tensor
+            for name, tensor in batch.items()
+        }
+        logits = model(**repeated, labels=labels).logits  # (C, N, V)
     log_probs = logits.float().log_softmax(dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     scores = (log_probs * (labels != -100)).sum(dim=1).exp().tolist()
     ranked = sorted(zip(processor.decode_answers(answer_ids), scores, strict=True), key=lambda pair: -pair[1])
     return ranked[:k]
+
+
+def question_batch(
+    model: VQAModel,
+    processor: VQAProcessor,
+    image: Image,
+    question: str,
+    passage_inputs: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The model inputs of one question about one image, with its passages when given, on the model's device."""
+    batch = processor([question], [image]) | (passage_inputs or {})
+    return {name: tensor.to(model.device) for name, tensor in batch.items()}
 
 
 def pad_right(ids: torch.Tensor, width: int, value: int) -> torch.Tensor:
@@ -123,7 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--head", type=parse_head, default="mean", help="attention head index or 'mean' (default)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument(
+        "--corpus",
+        help="a checkpoint that reads passages: search this corpus instead of its run's (a .jsonl/.parquet file or "
+        "the name of one of the dataset's own corpora, e.g. swapped)",
+    )
+    parser.add_argument(
+        "--k", type=int, help="a checkpoint that reads passages: passages per question (default: the run's)"
+    )
     return parser
+
+
+def print_passages(retriever: QuestionRetriever, hits: list[Hit], shares: dict[str, float]) -> None:
+    """The passages read, best first, with the index's score and the share of cross-attention on each."""
+    corpus = retriever.index.corpus
+    print(f"passages  {retriever.index.folder.name} over {corpus.path.name}, top {retriever.k}")
+    print(f"  {'score':>8}  {'attention':>9}  passage")
+    for position, hit in enumerate(hits):
+        share = shares.get(f"passage_{position}", 0.0)
+        print(f"  {hit.score:8.3f}  {100 * share:8.1f}%  [{hit.passage_id}] {retriever.text(hit)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,11 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         exit_with(f"--top-k: {args.top_k}; expected 1 or more")
+    if args.k is not None and args.k < 1:
+        exit_with(f"--k: {args.k}; expected 1 or more passages")
     with exit_on_user_error():
         checked_question(args.question)
         image = read_image(args.image)
         model, processor = load_checkpoint(args.checkpoint, args.device)
-        refuse_passage_model(model, "python -m vqa.inspection.predict")
+        reads_passages = getattr(model.config, "passages", "none") != "none"
+        if not reads_passages and (args.corpus is not None or args.k is not None):
+            raise UserError(f"--{'corpus' if args.corpus is not None else 'k'}: this checkpoint does not read "
+                            "passages (trained without retrieval=...)")  # fmt: skip
+        retriever = checkpoint_retriever(args.checkpoint, args.corpus, args.k) if reads_passages else None
     length = len(processor.question_tokenizer(args.question)["input_ids"])
     if length > processor.max_question_length:
         print(
@@ -144,12 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     refusal = map_refusal(model)
+    if refusal is not None and args.attention_map:
+        exit_with(f"--attention-map: {refusal}")
+    passage_inputs, hits, shares = None, [], {}
+    if retriever is not None:
+        hits = retriever.retrieve(args.question)
+        passage_inputs = retriever.model_inputs(processor, hits)
+        names, by_question = segment_shares(
+            model, question_batch(model, processor, image, args.question, passage_inputs)
+        )
+        shares = dict(zip(names, by_question[0].tolist(), strict=True))
     if refusal is not None:
-        # Blind baselines and pooled fusion have no per-token map over question and image: answers only.
-        if args.attention_map:
-            exit_with(f"--attention-map: {refusal}")
+        # Blind baselines, pooled fusion and passage models have no map over question and image: answers only.
         maps = None
-        answer = top_answers(model, processor, image, args.question, k=1)[0][0]
+        answer = top_answers(model, processor, image, args.question, 1, passage_inputs)[0][0]
     else:
         maps = explain(model, processor, image, args.question)
         answer = maps.answer
@@ -158,11 +217,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:  # a layer or head index out of range
             exit_with(str(error))
     print(f"question  {args.question}")
+    if retriever is not None:
+        print_passages(retriever, hits, shares)
     print(f"answer    {answer}")
     if args.top_k > 1:
         print(f"top {args.top_k}")
-        for answer, probability in top_answers(model, processor, image, args.question, args.top_k):
+        for answer, probability in top_answers(model, processor, image, args.question, args.top_k, passage_inputs):
             print(f"  {probability:8.4f}  {answer}")
+    if shares:
+        passages_share = sum(value for name, value in shares.items() if name.startswith("passage_"))
+        print(
+            f"attention on the question {100 * shares.get('question', 0.0):.1f}%, the image "
+            f"{100 * shares.get('image', 0.0):.1f}%, the passages {100 * passages_share:.1f}%"
+        )
     if maps is not None:
         print(f"attention on the image  {100 * image_share:.1f}% (the rest on the question)")
     if maps is not None and args.attention_map:

@@ -161,6 +161,14 @@ class VQAProcessor:
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
+    def encode_passages(self, passages: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        """-> passage_input_ids and passage_attention_mask, (P, Lp): passages tokenized like questions, cut to
+        `max_length` tokens (the run's `retrieval.max_passage_length`)."""
+        encoded = self.question_tokenizer(
+            list(passages), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        return {"passage_input_ids": encoded["input_ids"], "passage_attention_mask": encoded["attention_mask"]}
+
     def encode_images(self, images: Sequence[Image]) -> torch.Tensor:
         """-> pixel_values (B, 3, H, W). Greyscale and RGBA images are converted to RGB first."""
         rgb = [to_rgb(image) for image in images]  # 16-bit, float and transparent images keep their pixels
@@ -274,15 +282,8 @@ class VQACollator:
         missing = [key for key in distinct if key not in self.passages]
         if missing:
             raise ValueError(f"passage_ids: {missing[0]!r} is not in the corpus the collator was given")
-        encoded = self.processor.question_tokenizer(
-            [self.passages[key] for key in distinct], padding=True, truncation=True,
-            max_length=self.max_passage_length, return_tensors="pt",
-        )  # fmt: skip
-        return {
-            "passage_input_ids": encoded["input_ids"],
-            "passage_attention_mask": encoded["attention_mask"],
-            "passage_index": index,
-        }
+        texts = [self.passages[key] for key in distinct]
+        return self.processor.encode_passages(texts, self.max_passage_length) | {"passage_index": index}
 
     def _images(self, images: list[Any], undecodable: list[int]) -> dict[str, torch.Tensor]:
         """pixel_values (or cached image_features) of the distinct images and image_index, or one image per row.

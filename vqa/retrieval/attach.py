@@ -186,8 +186,11 @@ def retrieval_stage(node: DictConfig, splits: TrainingSplits, cache_dir: str | P
     index (the node's `index` target, given the corpus and the cache folder; not built for `gold` or `none`), and
     each question's passages."""
     corpus = load_corpus(corpus_path(node.get("corpus"), splits), cache_dir)
-    index = None
-    if node.passages == "retrieved":
-        # Partial, then called: Hydra would turn a dataclass argument (the corpus) into a config node.
-        index = instantiate(node.index, _partial_=True)(corpus=corpus, cache_dir=str(cache_dir))
+    index = passage_index(node, corpus, cache_dir) if node.passages == "retrieved" else None
     return attach_passages(splits, corpus, index, node.k, node.passages, cache_dir)
+
+
+def passage_index(node: DictConfig, corpus: Corpus, cache_dir: str | Path) -> PassageIndex:
+    """The `retrieval` node's index (its `index` target) over `corpus`, built or read back from the cache."""
+    # Partial, then called: Hydra would turn a dataclass argument (the corpus) into a config node.
+    return instantiate(node.index, _partial_=True)(corpus=corpus, cache_dir=str(cache_dir))

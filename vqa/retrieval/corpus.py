@@ -57,6 +57,11 @@ class Corpus:
         titles, texts = column(self.passages, "title"), column(self.passages, "text")
         return [join_title(title, text) for title, text in zip(titles, texts, strict=True)]
 
+    def document(self, row: int) -> str:
+        """The passage of one row as `documents` gives it."""
+        record = self.passages[row]
+        return join_title(record["title"], record["text"])
+
 
 def load_corpus(path: str | Path, cache_dir: str | Path) -> Corpus:
     """Read `path` (`.jsonl` or `.parquet`) into the cache, or take it from there when the same content was read before.
