@@ -17,8 +17,11 @@ from tests.test_configs import composed
 from vqa.config_checks import validate_config
 from vqa.data.schema import TrainingSplits
 from vqa.errors import ConfigError
+from vqa.inspection.demo import answer as demo_answer
 from vqa.inspection.passages import inspect_passages
 from vqa.inspection.predict import main as predict_main
+from vqa.inspection.run_retrieval import passage_retriever
+from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel
 from vqa.retrieval.attach import corpus_path
 
@@ -100,6 +103,18 @@ def test_bm25_retrieval_trains_a_model_that_reads_passages_and_records_recall(
     }
     passage_id = read[0].split("[")[1].split("]")[0]
     assert facts[passage_id] not in read[0] and f"The {property_name} of the" in read[0]
+
+    # The demo reads the same passages and lists them, with the attention on each, under the answer.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VQA_CACHE", environment["VQA_CACHE"])
+        patch.chdir(ROOT)
+        model, processor = load_checkpoint(metrics["_run_dir"] / "checkpoint")
+        retriever = passage_retriever(model, metrics["_run_dir"] / "checkpoint")
+        scores, maps, *_, note = demo_answer(
+            model, processor, str(image), f"what is the {property_name} of the shape?", 2, retriever
+        )
+    rows = [line for line in note.splitlines() if line.startswith("| ") and f"The {property_name} of the" in line]
+    assert maps is None and 1 <= len(scores) <= 2 and len(rows) == 3 and all("%" in row for row in rows)
 
 
 def test_a_dense_minilm_index_over_the_swapped_corpus(tmp_path: Path, environment: dict[str, str]) -> None:

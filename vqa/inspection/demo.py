@@ -5,7 +5,9 @@
 
 Pick an easy-VQA example or upload an image, type a question: the answer with its top-k probabilities, the
 cross-attention over the image for each answer token (layer, head, or the rollout to the inputs) and the attention
-on the question's words. Offline: Gradio's analytics are off, its fonts and scripts are served by the app itself
+on the question's words. A checkpoint that reads retrieved passages retrieves them as its run did
+(`vqa.inspection.run_retrieval`; `--corpus` and `--k` replace the run's) and lists each passage read with its share of
+the answer's attention. Offline: Gradio's analytics are off, its fonts and scripts are served by the app itself
 (nothing from a CDN), and it listens on 127.0.0.1 unless `--host` says otherwise. `pip install -e ".[demo]"`.
 """
 
@@ -32,7 +34,8 @@ from vqa.errors import ArgumentParser, UserError, exit_on_user_error, one_line
 from vqa.inspection.attention import AnswerAttention, Head, Layer, explain, map_refusal
 from vqa.inspection.attention_plots import HEAT_MAP, upsample
 from vqa.inspection.predict import top_answers
-from vqa.model.loading import load_checkpoint, refuse_passage_model
+from vqa.inspection.run_retrieval import PassagesRead, QuestionRetriever, passage_retriever, read_passages
+from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
 
@@ -90,11 +93,18 @@ def easy_vqa_examples(count: int = EXAMPLES) -> list[list[str]]:
     return examples
 
 
-def answer(model: VQAModel, processor: VQAProcessor, image_path: str | None, question: str, top_k: int = 5) -> tuple:
+def answer(
+    model: VQAModel,
+    processor: VQAProcessor,
+    image_path: str | None,
+    question: str,
+    top_k: int = 5,
+    retriever: QuestionRetriever | None = None,
+) -> tuple:
     """The app's answer to a question about the image file at `image_path` (an upload or an example): the top-k
     answers with their probabilities, the attention maps (in the page's state), the answer-token choices, the overlay
-    and question words of the first token, and a note. A missing, unreadable or over-large file, or a missing
-    question, is a message in the page (`gr.Error`)."""
+    and question words of the first token, and a note (with `retriever`, the passages read and the attention on each).
+    A missing, unreadable or over-large file, or a missing question, is a message in the page (`gr.Error`)."""
     import gradio as gr
 
     # A user's mistake: the page says it; no traceback in the server's log (print_exception).
@@ -104,17 +114,45 @@ def answer(model: VQAModel, processor: VQAProcessor, image_path: str | None, que
         image = load_rgb(image_path)
     except ImageFileError as error:
         raise gr.Error(unusable_image(image_path, error.reason), print_exception=False) from None
-    ranked = top_answers(model, processor, image, question, k=top_k)
+    read = read_passages(model, processor, retriever, image, question) if retriever is not None else None
+    ranked = top_answers(model, processor, image, question, top_k, read.inputs if read is not None else None)
     scores = {text or "(empty answer)": probability for text, probability in ranked}
-    refusal = map_refusal(model)  # pooled fusion, blind baselines: answers without maps
+    refusal = map_refusal(model)  # pooled fusion, blind baselines, passage models: answers without maps
     if refusal is not None:
-        return scores, None, gr.update(choices=[], value=None), None, None, f"No attention maps: {refusal}."
+        note = f"No attention maps: {refusal}."
+        if read is not None:
+            note = passages_note(retriever, read)
+        return scores, None, gr.update(choices=[], value=None), None, None, note
     maps = explain(model, processor, image, question)
     tokens = [f"{index}: {token!r}" for index, token in enumerate(maps.answer_tokens)]
     picture, words = attention_views(maps, 0, MEAN, MEAN)
     share = 100 * float(maps.image_share().mean())
     note = f"Greedy answer: **{maps.answer or '(empty)'}**; {share:.0f}% of its attention on the image."
     return scores, maps, gr.update(choices=tokens, value=tokens[0]), picture, words, note
+
+
+def passages_note(retriever: QuestionRetriever, read: PassagesRead) -> str:
+    """The passages read as a Markdown table: rank, the index's score, the share of the answer's attention, the text."""
+    question_share, image_share = (100 * read.shares.get(name, 0.0) for name in ("question", "image"))
+    rows = [
+        f"| {position + 1} | {hit.score:.3f} | {100 * read.passage_share(position):.1f}% | "
+        f"{markdown_cell(retriever.text(hit))} |"
+        for position, hit in enumerate(read.hits)
+    ]
+    return "\n".join([
+        f"Passages read ({retriever.index.folder.name} over {markdown_cell(retriever.index.corpus.path.name)}); "
+        f"attention: question {question_share:.1f}%, image {image_share:.1f}%, "
+        f"passages {100 * read.all_passages_share:.1f}%.",
+        "",
+        "| rank | score | attention | passage |",
+        "|---|---|---|---|",
+        *rows,
+    ])  # fmt: skip
+
+
+def markdown_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell shown as HTML: escaped, pipes and line breaks neutralised."""
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "&#124;")
 
 
 def unusable_image(path: str, reason: str) -> str:
@@ -151,15 +189,17 @@ def image_input(**options: Any) -> Any:
     return component
 
 
-def build_app(model: VQAModel, processor: VQAProcessor, top_k: int = 5) -> Any:
-    """The Gradio Blocks app for one model."""
+def build_app(
+    model: VQAModel, processor: VQAProcessor, top_k: int = 5, retriever: QuestionRetriever | None = None
+) -> Any:
+    """The Gradio Blocks app for one model (with `retriever` for a model that reads passages)."""
     import gradio as gr
 
     layers = [MEAN, ROLLOUT, *map(str, range(model.config.decoder_config.n_layer))]
     heads = [MEAN, *map(str, range(model.config.decoder_config.n_head))]
 
     def ask(image_path: str | None, question: str) -> tuple:
-        return answer(model, processor, image_path, question, top_k)
+        return answer(model, processor, image_path, question, top_k, retriever)
 
     def redraw(maps: AnswerAttention | None, token: str | None, layer: str, head: str) -> tuple:
         if maps is None or token is None:
@@ -254,13 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=port_number, default=7860, help="port to listen on (1 to 65535)")
     parser.add_argument("--top-k", type=int, default=5, help="answers shown with their probabilities")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--corpus", help="a checkpoint that reads passages: search this corpus instead of its run's")
+    parser.add_argument("--k", type=int, help="a checkpoint that reads passages: passages per question")
     args = parser.parse_args(argv)
     folder = args.checkpoint / "checkpoint" if (args.checkpoint / "checkpoint").is_dir() else args.checkpoint
     with exit_on_user_error():
         check_port(args.host, args.port)
         model, processor = load_checkpoint(folder, args.device)
-        refuse_passage_model(model, "python -m vqa.inspection.demo")
-        launch(build_app(model, processor, args.top_k), args.host, args.port)
+        retriever = passage_retriever(model, folder, args.corpus, args.k)
+        launch(build_app(model, processor, args.top_k, retriever), args.host, args.port)
     return 0
 
 

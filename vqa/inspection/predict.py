@@ -22,12 +22,16 @@ from vqa.data.images import OVERSIZED, ImageFileError, load_rgb
 from vqa.errors import ArgumentParser, UserError, exit_on_user_error, exit_with
 from vqa.inspection.attention import Head, Layer, evaluation_mode, explain, map_refusal
 from vqa.inspection.attention_plots import plot_answer_attention, save_figure
-from vqa.inspection.run_retrieval import QuestionRetriever, checkpoint_retriever
-from vqa.inspection.segment_attention import segment_shares
+from vqa.inspection.run_retrieval import (
+    PassagesRead,
+    QuestionRetriever,
+    passage_retriever,
+    question_inputs,
+    read_passages,
+)
 from vqa.model.loading import load_checkpoint
 from vqa.model.modeling import VQAModel, labels_from_answers
 from vqa.model.processing import VQAProcessor
-from vqa.retrieval.index import Hit
 
 PER_EXAMPLE_INPUTS = ("input_ids", "attention_mask", "pixel_values", "passage_index")  # (1, ...) rows of one question
 
@@ -47,7 +51,7 @@ def top_answers(
     teacher-forced pass, so the probabilities do not depend on beam search's length normalisation.
     `passage_inputs`: the passages the question reads (`QuestionRetriever.model_inputs`), for a passage model.
     """
-    batch = question_batch(model, processor, image, question, passage_inputs)
+    batch = question_inputs(model, processor, image, question, passage_inputs)
     with evaluation_mode(model):
         candidates = [model.generate(**batch)]
         if k > 1:
@@ -67,18 +71,6 @@ def top_answers(
     scores = (log_probs * (labels != -100)).sum(dim=1).exp().tolist()
     ranked = sorted(zip(processor.decode_answers(answer_ids), scores, strict=True), key=lambda pair: -pair[1])
     return ranked[:k]
-
-
-def question_batch(
-    model: VQAModel,
-    processor: VQAProcessor,
-    image: Image,
-    question: str,
-    passage_inputs: dict[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """The model inputs of one question about one image, with its passages when given, on the model's device."""
-    batch = processor([question], [image]) | (passage_inputs or {})
-    return {name: tensor.to(model.device) for name, tensor in batch.items()}
 
 
 def pad_right(ids: torch.Tensor, width: int, value: int) -> torch.Tensor:
@@ -161,13 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_passages(retriever: QuestionRetriever, hits: list[Hit], shares: dict[str, float]) -> None:
+def print_passages(retriever: QuestionRetriever, read: PassagesRead) -> None:
     """The passages read, best first, with the index's score and the share of cross-attention on each."""
-    corpus = retriever.index.corpus
-    print(f"passages  {retriever.index.folder.name} over {corpus.path.name}, top {retriever.k}")
+    print(f"passages  {retriever.index.folder.name} over {retriever.index.corpus.path.name}, top {retriever.k}")
     print(f"  {'score':>8}  {'attention':>9}  passage")
-    for position, hit in enumerate(hits):
-        share = shares.get(f"passage_{position}", 0.0)
+    for position, hit in enumerate(read.hits):
+        share = read.passage_share(position)
         print(f"  {hit.score:8.3f}  {100 * share:8.1f}%  [{hit.passage_id}] {retriever.text(hit)}")
 
 
@@ -176,17 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         exit_with(f"--top-k: {args.top_k}; expected 1 or more")
-    if args.k is not None and args.k < 1:
-        exit_with(f"--k: {args.k}; expected 1 or more passages")
     with exit_on_user_error():
         checked_question(args.question)
         image = read_image(args.image)
         model, processor = load_checkpoint(args.checkpoint, args.device)
-        reads_passages = getattr(model.config, "passages", "none") != "none"
-        if not reads_passages and (args.corpus is not None or args.k is not None):
-            raise UserError(f"--{'corpus' if args.corpus is not None else 'k'}: this checkpoint does not read "
-                            "passages (trained without retrieval=...)")  # fmt: skip
-        retriever = checkpoint_retriever(args.checkpoint, args.corpus, args.k) if reads_passages else None
+        retriever = passage_retriever(model, args.checkpoint, args.corpus, args.k)
     length = len(processor.question_tokenizer(args.question)["input_ids"])
     if length > processor.max_question_length:
         print(
@@ -197,14 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     refusal = map_refusal(model)
     if refusal is not None and args.attention_map:
         exit_with(f"--attention-map: {refusal}")
-    passage_inputs, hits, shares = None, [], {}
-    if retriever is not None:
-        hits = retriever.retrieve(args.question)
-        passage_inputs = retriever.model_inputs(processor, hits)
-        names, by_question = segment_shares(
-            model, question_batch(model, processor, image, args.question, passage_inputs)
-        )
-        shares = dict(zip(names, by_question[0].tolist(), strict=True))
+    read = read_passages(model, processor, retriever, image, args.question) if retriever is not None else None
+    passage_inputs = read.inputs if read is not None else None
     if refusal is not None:
         # Blind baselines, pooled fusion and passage models have no map over question and image: answers only.
         maps = None
@@ -217,18 +196,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:  # a layer or head index out of range
             exit_with(str(error))
     print(f"question  {args.question}")
-    if retriever is not None:
-        print_passages(retriever, hits, shares)
+    if read is not None:
+        print_passages(retriever, read)
     print(f"answer    {answer}")
     if args.top_k > 1:
         print(f"top {args.top_k}")
         for answer, probability in top_answers(model, processor, image, args.question, args.top_k, passage_inputs):
             print(f"  {probability:8.4f}  {answer}")
-    if shares:
-        passages_share = sum(value for name, value in shares.items() if name.startswith("passage_"))
+    if read is not None:
         print(
-            f"attention on the question {100 * shares.get('question', 0.0):.1f}%, the image "
-            f"{100 * shares.get('image', 0.0):.1f}%, the passages {100 * passages_share:.1f}%"
+            f"attention on the question {100 * read.shares.get('question', 0.0):.1f}%, the image "
+            f"{100 * read.shares.get('image', 0.0):.1f}%, the passages {100 * read.all_passages_share:.1f}%"
         )
     if maps is not None:
         print(f"attention on the image  {100 * image_share:.1f}% (the rest on the question)")

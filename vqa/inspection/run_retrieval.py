@@ -16,10 +16,13 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from PIL.Image import Image
 
 from vqa.errors import UserError
 from vqa.inspection.report import read_run_config
+from vqa.inspection.segment_attention import segment_shares
 from vqa.instantiate import instantiate
+from vqa.model.modeling import VQAModel
 from vqa.model.processing import VQAProcessor
 from vqa.retrieval.attach import check_retrieval_options, corpus_path, data_cache_dir, passage_index
 from vqa.retrieval.corpus import load_corpus
@@ -53,6 +56,70 @@ class QuestionRetriever:
         question reading all of them, in order."""
         inputs = processor.encode_passages([self.text(hit) for hit in hits], self.max_passage_length)
         return inputs | {"passage_index": torch.arange(len(hits)).unsqueeze(0)}
+
+
+@dataclass(frozen=True)
+class PassagesRead:
+    """What one question read: its passages, their model inputs, and the share of cross-attention on each segment.
+
+    Attributes:
+        hits: the passages, best first.
+        inputs: their model inputs (`QuestionRetriever.model_inputs`).
+        shares: fused segment name (`question`, `image`, `passage_0` ...) -> share of the answer's cross-attention
+            (`vqa.inspection.segment_attention`); they sum to 1.
+    """
+
+    hits: list[Hit]
+    inputs: dict[str, torch.Tensor]
+    shares: dict[str, float]
+
+    def passage_share(self, position: int) -> float:
+        return self.shares.get(f"passage_{position}", 0.0)
+
+    @property
+    def all_passages_share(self) -> float:
+        return sum(self.passage_share(position) for position in range(len(self.hits)))
+
+
+def read_passages(
+    model: VQAModel, processor: VQAProcessor, retriever: QuestionRetriever, image: Image, question: str
+) -> PassagesRead:
+    """Retrieve the question's passages and measure how much of the answer's attention went to each."""
+    hits = retriever.retrieve(question)
+    inputs = retriever.model_inputs(processor, hits)
+    names, shares = segment_shares(model, question_inputs(model, processor, image, question, inputs))
+    return PassagesRead(hits, inputs, dict(zip(names, shares[0].tolist(), strict=True)))
+
+
+def question_inputs(
+    model: VQAModel,
+    processor: VQAProcessor,
+    image: Image,
+    question: str,
+    passage_inputs: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The model inputs of one question about one image, with its passages when given, on the model's device."""
+    batch = processor([question], [image]) | (passage_inputs or {})
+    return {name: tensor.to(model.device) for name, tensor in batch.items()}
+
+
+def passage_retriever(
+    model: VQAModel, checkpoint: str | Path, corpus: str | None = None, k: int | None = None
+) -> QuestionRetriever | None:
+    """The command-line options `--corpus` and `--k` of predict and the demo: the checkpoint's retrieval for a model
+    that reads passages (`checkpoint_retriever`), None for one that does not.
+
+    Raises:
+        UserError: k below 1, or either option given for a model that does not read passages.
+    """
+    if k is not None and k < 1:
+        raise UserError(f"--k: {k}; expected 1 or more passages")
+    if getattr(model.config, "passages", "none") != "none":
+        return checkpoint_retriever(checkpoint, corpus, k)
+    if corpus is not None or k is not None:
+        option = "--corpus" if corpus is not None else "--k"
+        raise UserError(f"{option}: this checkpoint does not read passages (it was trained without retrieval=...)")
+    return None
 
 
 def checkpoint_retriever(checkpoint: str | Path, corpus: str | None = None, k: int | None = None) -> QuestionRetriever:
