@@ -208,7 +208,7 @@ def check_retrieval(cfg: DictConfig) -> None:
         return  # a checkpoint's model says what it reads; a prior reads no passages
     if retrieval and passages == "none":
         raise ConfigError(
-            "model.passages: none, but retrieval is on; expected frozen or trained (retrieval=bm25|dense set frozen)"
+            "model.passages: none, but retrieval is on; expected trained or frozen (retrieval=bm25|dense set trained)"
         )
     if not retrieval and passages not in (None, "none"):
         raise ConfigError(

@@ -197,10 +197,28 @@ def summary_section(run_dir: Path, metrics: dict[str, Any], card: dict[str, Any]
             ["device", f"{card.get('device')}, world size {card.get('world_size')}"],
             ["git commit", card.get("git_commit")],
         ]
+    rows += retrieval_rows(metrics.get("retrieval"))
     dropped = {reason: count for reason, count in ((metrics.get("data") or {}).get("dropped") or {}).items() if count}
     if dropped:
         rows.append(["records dropped", ", ".join(f"{reason}: {count}" for reason, count in dropped.items())])
     return section("summary", "Summary", table(["", ""], rows, header=False) + f"<p class=muted>{escape(run_dir)}</p>")
+
+
+def retrieval_rows(retrieval: dict[str, Any] | None) -> list[list[Any]]:
+    """The summary's rows for a run that read retrieved passages (metrics.json's `retrieval`), when it did."""
+    if not retrieval:
+        return []
+    read = f"top {retrieval.get('k')} of {retrieval.get('index')}" if retrieval.get("k") else retrieval.get("passages")
+    rows = [["passages", f"{read} over {Path(str(retrieval.get('corpus'))).name}"]]
+    recall = retrieval.get("recall_at_k") or {}
+    if recall:
+        rows.append(
+            [
+                f"recall at {retrieval.get('k') or 1} (%)",
+                ", ".join(f"{name} {percent(value)}" for name, value in recall.items()),
+            ]
+        )
+    return rows
 
 
 def learning_curves_section(log_history: list[dict[str, Any]]) -> str | None:
