@@ -21,6 +21,7 @@ from vqa.data.easy_vqa_facts import (
 )
 from vqa.data.schema import COLUMNS, DataError
 from vqa.retrieval import BM25Index, load_corpus
+from vqa.retrieval.attach import attach_passages, recall_at_k
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_facts_are_seeded_split_by_property_and_swapped_everywhere() -> None:
     facts = draw_facts(FactOptions())
     assert facts == draw_facts(FactOptions()) and facts != draw_facts(FactOptions(seed=1))
     train, validation, test = (set(facts.properties[split]) for split in ("train", "validation", "test"))
-    assert (len(train), len(validation), len(test)) == (60, 20, 20)
+    assert (len(train), len(validation), len(test)) == (3000, 20, 20)
     assert not train & validation and not train & test and not validation & test
     for name in train | validation | test:
         assert len({facts.values[name, shape] for shape in SHAPES}) == 3  # the image's shape decides the answer
@@ -56,12 +57,22 @@ def test_the_image_shape_is_read_off_its_questions() -> None:
 
 
 def test_each_question_asks_its_splits_properties_and_the_gold_passage_holds_its_answer(task) -> None:
+    import easy_vqa
+
     splits, _ = task
     facts = draw_facts(FactOptions(max_questions=160))
     passages = {record["id"]: record for record in facts.passages()}
+    shapes = image_shapes(*easy_vqa.get_train_questions())
     for split in ("train", "validation", "test"):
         rows = splits[split].remove_columns("image").to_list()
         assert rows and set(COLUMNS) - {"image"} <= set(rows[0])
+        # easy-VQA's own shape questions (shape_questions, on by default) are in the train split only.
+        shape_rows = [row for row in rows if row["property"] is None]
+        assert bool(shape_rows) == (split == "train")
+        for row in shape_rows:
+            assert row["multiple_choice_answer"] == row["swapped_answer"] == shapes[row["image_id"]]
+            assert row["gold_passage_id"] is None and "shape" in row["question"]
+        rows = [row for row in rows if row["property"] is not None]
         assert {row["property"] for row in rows} <= set(facts.properties[split])
         for row in rows:
             gold = passages[row["gold_passage_id"]]
@@ -90,7 +101,7 @@ def test_the_corpora_load_for_retrieval_and_bm25_finds_every_gold_passage_in_its
     splits, cache = task
     facts = load_corpus(splits.corpus_files["facts"], cache)
     swapped = load_corpus(splits.corpus_files["swapped"], cache)
-    assert len(facts) == len(swapped) == 100 * 3
+    assert len(facts) == len(swapped) == 3040 * 3
     assert facts.passages["id"] == swapped.passages["id"]
     assert all(a != b for a, b in zip(facts.passages["text"], swapped.passages["text"], strict=True))
     test = splits["test"].remove_columns("image")
@@ -98,6 +109,19 @@ def test_the_corpora_load_for_retrieval_and_bm25_finds_every_gold_passage_in_its
     assert all(
         gold in {hit.passage_id for hit in hits} for gold, hits in zip(test["gold_passage_id"], results, strict=True)
     )
+
+
+def test_without_shape_questions_every_train_question_is_a_fact(tmp_path: Path) -> None:
+    splits = build_easy_vqa_facts(tmp_path, FactOptions(max_questions=40, shape_questions=False))
+    assert None not in splits["train"]["gold_passage_id"][:] and len(splits["train"]) + len(splits["validation"]) == 40
+
+
+def test_recall_skips_questions_without_a_gold_passage_and_gold_mode_refuses_them(task) -> None:
+    splits, cache = task
+    assert recall_at_k(["a", None, "b"], [["a"], ["x"], ["c"]]) == 50.0
+    corpus = load_corpus(splits.corpus_files["facts"], cache)
+    with pytest.raises(DataError, match=r"passages=gold: \d+ of the train split's questions have no gold passage"):
+        attach_passages(splits, corpus, None, 1, "gold", cache)
 
 
 def test_options_are_checked_in_one_line(tmp_path: Path) -> None:
@@ -115,4 +139,4 @@ def test_the_command_writes_both_corpora(tmp_path: Path) -> None:
     files = dict(line.split(": ", 1) for line in printed.splitlines())
     assert set(files) == {"facts", "swapped"}
     records = [json.loads(line) for line in Path(files["facts"]).read_text().splitlines()]
-    assert len(records) == 300 and set(records[0]) == {"id", "title", "text"}
+    assert len(records) == 3040 * 3 and set(records[0]) == {"id", "title", "text"}
