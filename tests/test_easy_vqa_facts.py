@@ -4,8 +4,6 @@ property, the corpora readable by the retrieval package, and BM25 finding every 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from vqa.data.easy_vqa_facts import (
     image_shapes,
     passage_id,
 )
+from vqa.data.easy_vqa_facts import main as facts_main
 from vqa.data.schema import COLUMNS, DataError
 from vqa.retrieval import BM25Index, load_corpus
 from vqa.retrieval.attach import attach_passages, recall_at_k
@@ -131,11 +130,9 @@ def test_options_are_checked_in_one_line(tmp_path: Path) -> None:
         build_easy_vqa_facts(tmp_path, FactOptions(test_properties=0))
 
 
-def test_the_command_writes_both_corpora(tmp_path: Path) -> None:
-    printed = subprocess.run(
-        [sys.executable, "-m", "vqa.data.easy_vqa_facts", "--out", str(tmp_path)], capture_output=True, text=True,
-        check=True,
-    ).stdout  # fmt: skip
+def test_the_command_writes_both_corpora(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert facts_main(["--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
     files = dict(line.split(": ", 1) for line in printed.splitlines())
     assert set(files) == {"facts", "swapped"}
     records = [json.loads(line) for line in Path(files["facts"]).read_text().splitlines()]
