@@ -216,6 +216,9 @@ def test_settings_that_do_not_go_together_are_refused_before_anything_is_built(
 def test_a_corpus_that_is_missing_or_not_there_is_one_line(tmp_path: Path, environment: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=r"retrieval\.corpus: not set, and the dataset has no corpus of its own"):
         corpus_path(None, TrainingSplits())
+    with pytest.raises(ConfigError, match=r"retrieval\.corpus: got 'swaped', expected one of the dataset's corpora "
+                       r"\(facts, swapped\) or a \.jsonl"):  # fmt: skip
+        corpus_path("swaped", TrainingSplits(corpus_files={"facts": Path("f.jsonl"), "swapped": Path("s.jsonl")}))
     result = run_train(
         [*FACTS, *FAST, "retrieval=bm25", "retrieval.corpus=/no/such.jsonl", f"hydra.run.dir={tmp_path / 'run'}"],
         environment,

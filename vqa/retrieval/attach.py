@@ -28,7 +28,7 @@ from vqa.data.cache import cached_build, fingerprint
 from vqa.data.schema import DataError, TrainingSplits, column
 from vqa.errors import ConfigError
 from vqa.instantiate import instantiate
-from vqa.retrieval.corpus import Corpus, load_corpus
+from vqa.retrieval.corpus import SUFFIXES, Corpus, load_corpus
 from vqa.retrieval.index import PassageIndex
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,9 @@ def corpus_path(corpus: str | None, splits: TrainingSplits) -> Path:
         return next(iter(own.values()))
     if corpus in own:
         return own[corpus]
+    if own and Path(corpus).suffix not in SUFFIXES:  # a mistyped name rather than a file
+        raise ConfigError(f"retrieval.corpus: got {corpus!r}, expected one of the dataset's corpora "
+                          f"({', '.join(own)}) or a .jsonl or .parquet file of id, title, text")  # fmt: skip
     return Path(corpus)
 
 
